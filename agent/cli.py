@@ -1,0 +1,276 @@
+"""The ``lane-agent`` command: thin — parse, call the library, map errors to exit codes.
+
+Exit codes follow sysexits(3) so systemd and scripts can tell a bad config (78) from bad input
+data (65) from a missing resource (69).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from agent import __version__
+
+EX_OK = 0
+EX_DATAERR = 65
+EX_NOINPUT = 66
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_CONFIG = 78
+
+DEFAULT_CONFIG = Path("/etc/lane-agent/lane.toml")
+
+_config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    envvar="LANE_AGENT_CONFIG",
+    help="Lane config file (env LANE_AGENT_CONFIG).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lane-agent")
+def main() -> None:
+    """Inspection-lane agent: card reads and loop sensors in, one crossing event per vehicle out."""
+
+
+# --- run ----------------------------------------------------------------------------------
+
+
+@main.command()
+@_config_option
+def run(config_path: Path) -> None:
+    """Run the lane agent (what systemd starts)."""
+    from agent.config import ConfigError, load_config
+    from agent.logs import configure_logging
+    from agent.service import LaneService
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        _print_problems(exc)
+        sys.exit(EX_CONFIG)
+    configure_logging(config.logging.level, config.logging.format)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    sys.exit(LaneService(config).run(stop))
+
+
+# --- config -------------------------------------------------------------------------------
+
+
+@main.group()
+def config() -> None:
+    """Check lane config files."""
+
+
+@config.command("check")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+def config_check(file: Path) -> None:
+    """Validate FILE: print every problem (file, line, key, value, what is allowed) or a summary.
+
+    Exits 0 when the file is valid and 78 (EX_CONFIG) when it is not.
+    """
+    from agent.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(file)
+    except ConfigError as exc:
+        _print_problems(exc)
+        sys.exit(EX_CONFIG)
+    lane = cfg.lane
+    programs = ",".join(p.value for p in lane.allowed_programs)
+    click.echo(
+        f"{file}: ok: lane {lane.port_id}/{lane.lane_id} {lane.lane_type.value} "
+        f"programs={programs} controller={cfg.controller.device} "
+        f"broker={cfg.mqtt.host}:{cfg.mqtt.port} client_id={cfg.mqtt_client_id}"
+    )
+
+
+def _print_problems(exc: Exception) -> None:
+    problems = getattr(exc, "problems", [exc])
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    click.echo(f"{len(problems)} problem(s); nothing was started.", err=True)
+
+
+# --- cache --------------------------------------------------------------------------------
+
+
+@main.group()
+def cache() -> None:
+    """Inspect and load the local credential cache."""
+
+
+_db_option = click.option(
+    "--db",
+    "db_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Cache file to use instead of the one named in --config.",
+)
+
+
+def _cache_path(config_path: Path, db_path: Path | None) -> Path:
+    if db_path is not None:
+        return db_path
+    from agent.config import ConfigError, load_config
+
+    try:
+        return load_config(config_path).cache.path
+    except ConfigError as exc:
+        _print_problems(exc)
+        click.echo("hint: pass --db PATH to name the cache file directly.", err=True)
+        sys.exit(EX_CONFIG)
+
+
+@cache.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@_config_option
+@_db_option
+def cache_import(file: Path, config_path: Path, db_path: Path | None) -> None:
+    """Load credentials from FILE (.ndjson/.jsonl or .csv); all or nothing."""
+    from agent.cache import CacheError, CacheImportError, CredentialCache
+
+    path = _cache_path(config_path, db_path)
+    try:
+        with CredentialCache.open(path) as store:
+            report = store.import_file(file)
+    except CacheImportError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        click.echo(f"{file}: refused; the cache is unchanged.", err=True)
+        sys.exit(EX_DATAERR)
+    except CacheError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EX_UNAVAILABLE)
+    click.echo(
+        f"{file}: imported {report.records} records ({report.added} added, "
+        f"{report.replaced} replaced) into {path}; data version {report.data_version}"
+    )
+
+
+@cache.command("lookup")
+@click.argument("ref")
+@_config_option
+@_db_option
+def cache_lookup(ref: str, config_path: Path, db_path: Path | None) -> None:
+    """Show the cache record for one tag reference (EPC hex). Exits 1 when unknown."""
+    from agent.cache import CacheError, CredentialCache
+
+    path = _cache_path(config_path, db_path)
+    try:
+        with CredentialCache.open(path, read_only=True) as store:
+            record = store.lookup(ref)
+    except CacheError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EX_UNAVAILABLE)
+    if record is None:
+        click.echo(f"{ref.upper()}: not in the cache", err=True)
+        sys.exit(1)
+    click.echo(
+        json.dumps(
+            {
+                "ref": record.ref,
+                "document_type": record.document_type.value,
+                "program": record.program.value,
+                "status": record.status.value,
+                "valid_from": record.valid_from.isoformat(),
+                "valid_until": record.valid_until.isoformat(),
+                "holder_ref": record.holder_ref,
+                "vehicles": [
+                    {"plate": v.plate, "jurisdiction": v.jurisdiction} for v in record.vehicles
+                ],
+            },
+            indent=2,
+        )
+    )
+
+
+@cache.command("stats")
+@_config_option
+@_db_option
+def cache_stats(config_path: Path, db_path: Path | None) -> None:
+    """Counts by status and program, data version and file size, as JSON."""
+    from agent.cache import CacheError, CredentialCache
+
+    path = _cache_path(config_path, db_path)
+    if not path.exists():
+        click.echo(
+            f"error: {path}: no cache file yet; load one with 'lane-agent cache import'", err=True
+        )
+        sys.exit(EX_NOINPUT)
+    try:
+        with CredentialCache.open(path, read_only=True) as store:
+            stats = store.stats()
+    except CacheError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EX_UNAVAILABLE)
+    click.echo(json.dumps(stats.as_dict(), indent=2, default=str))
+
+
+# --- simulate & demo ----------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--scenario",
+    "scenario_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    required=True,
+    help="Scenario file (see config/scenarios/).",
+)
+@click.option("--speed", type=click.FloatRange(0.1, 1000.0), default=1.0, show_default=True)
+def simulate(scenario_path: Path, speed: float) -> None:
+    """Play a lane controller on a pseudo-terminal; prints its device path first."""
+    from firmware_bridge.simulator import run_simulator_cli
+
+    sys.exit(run_simulator_cli(scenario_path, speed, sys.stdout))
+
+
+@main.command()
+@click.option("--vehicles", type=click.IntRange(1, 10_000), default=5, show_default=True)
+@click.option(
+    "--speed",
+    type=click.FloatRange(0.5, 100.0),
+    default=4.0,
+    show_default=True,
+    help="Simulated time runs this many times faster than real time.",
+)
+@click.option("--seed", type=int, default=None, help="Seed for a reproducible lane.")
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Keep the demo's cache, outbox and broker log here (default: a temp dir).",
+)
+def demo(vehicles: int, speed: float, seed: int | None, workdir: Path | None) -> None:
+    """The agent's main job on simulated lane hardware, end to end.
+
+    Starts a simulated lane controller on a pseudo-terminal, a private Mosquitto on a free
+    loopback port, a demo credential cache and the agent, then prints each crossing as
+    central operations receive it and exits after VEHICLES crossings.
+    """
+    from agent.demo import run_demo
+
+    sys.exit(run_demo(vehicles=vehicles, speed=speed, seed=seed, workdir=workdir, out=sys.stdout))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,466 @@
+"""Lane configuration: pydantic models and ``load_config(path)``.
+
+Every field has a description and bounds; unknown keys are errors (a misspelt key must never be
+silently ignored on a border lane). ``load_config`` turns every problem into a ``ConfigProblem``
+naming the file, the line where it can find one, the key path, the value and what is allowed,
+so ``lane-agent config check`` and the service print the same thing and exit 78 (EX_CONFIG).
+
+Relative paths in the file are resolved against the directory of the config file, so a lane
+directory can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agent.lane.correlator import CorrelationSettings
+from agent.lane.credentials import Program
+from agent.lane.policy import LanePolicy, LaneType
+
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
+_TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"
+_PATTERN_MEANING = {
+    _ID_PATTERN: "must be 1-32 characters of letters, digits, '_', '.', '-', starting with a "
+    "letter or digit",
+    _TOPIC_PREFIX_PATTERN: "must be topic levels of letters, digits, '_', '.', '-' separated by "
+    "single '/' (no wildcards, no leading or trailing '/')",
+    r"^[A-Za-z0-9_.-]+$": "must be letters, digits, '_', '.', '-' only",
+}
+_STANDARD_BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+
+Identifier = Annotated[
+    str,
+    Field(
+        pattern=_ID_PATTERN,
+        description="1-32 characters: letters, digits, '_', '.', '-'; safe inside MQTT topics",
+    ),
+]
+
+
+class _Section(BaseModel):
+    # strict: a TOML string "1883" or a boolean is not silently turned into a port number.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class CorrelationConfig(_Section):
+    """How loop edges and tag reads become one crossing per vehicle."""
+
+    presence_loop_id: int = Field(
+        default=1, ge=0, le=255, description="Controller loop id of the booth presence loop."
+    )
+    idle_timeout_s: float = Field(
+        default=8.0,
+        ge=0.5,
+        le=120.0,
+        description="A crossing opened by a tag read with no vehicle on the loop closes after "
+        "this many seconds without reads.",
+    )
+    max_open_s: float = Field(
+        default=300.0,
+        ge=10.0,
+        le=3600.0,
+        description="Safety net: a crossing is closed after this long even if the loop never "
+        "clears (stuck loop, lost edge).",
+    )
+    straggler_window_s: float = Field(
+        default=3.0,
+        ge=0.0,
+        le=30.0,
+        description="Reads of a card from the vehicle that just left, within this many seconds, "
+        "are dropped instead of being given to the next vehicle.",
+    )
+    min_rssi_dbm: float = Field(
+        default=-85.0,
+        ge=-120.0,
+        le=0.0,
+        description="Reads weaker than this are ignored (cards in the next lane or the queue).",
+    )
+
+    @model_validator(mode="after")
+    def _idle_shorter_than_max(self) -> Self:
+        if self.idle_timeout_s >= self.max_open_s:
+            raise ValueError(
+                f"idle_timeout_s ({self.idle_timeout_s}) must be shorter than max_open_s "
+                f"({self.max_open_s})"
+            )
+        return self
+
+    def settings(self) -> CorrelationSettings:
+        """The core's view of this section."""
+        return CorrelationSettings(
+            presence_loop_id=self.presence_loop_id,
+            idle_timeout_s=self.idle_timeout_s,
+            max_open_s=self.max_open_s,
+            straggler_window_s=self.straggler_window_s,
+            min_rssi_dbm=self.min_rssi_dbm,
+        )
+
+
+class LaneConfig(_Section):
+    """Who this lane is and which rules it applies."""
+
+    port_id: Identifier = Field(description="Port of entry code, as central knows it.")
+    lane_id: Identifier = Field(description="Lane id within the port.")
+    lane_type: LaneType = Field(
+        default=LaneType.TRUSTED_TRAVELLER,
+        description="'trusted_traveller' (every card must be valid in an allowed program) or "
+        "'general' (card results are informational).",
+    )
+    allowed_programs: tuple[Program, ...] = Field(
+        default=(Program.SENTRI, Program.NEXUS, Program.GLOBAL_ENTRY),
+        min_length=1,
+        max_length=len(Program),
+        description="Programs accepted for expedited processing in a trusted-traveller lane.",
+    )
+    correlation: CorrelationConfig = Field(
+        default_factory=CorrelationConfig, description="Crossing correlation timing."
+    )
+
+    @model_validator(mode="after")
+    def _programs_unique(self) -> Self:
+        if len(set(self.allowed_programs)) != len(self.allowed_programs):
+            raise ValueError("allowed_programs lists a program twice")
+        if Program.NONE in self.allowed_programs and self.lane_type is LaneType.TRUSTED_TRAVELLER:
+            raise ValueError(
+                "allowed_programs may not contain NONE in a trusted_traveller lane: documents "
+                "without a program never qualify for expedited processing"
+            )
+        return self
+
+    def policy(self) -> LanePolicy:
+        """The core's view of this section."""
+        return LanePolicy(
+            lane_type=self.lane_type, allowed_programs=frozenset(self.allowed_programs)
+        )
+
+
+class ControllerConfig(_Section):
+    """The lane microcontroller on the serial line."""
+
+    device: str = Field(
+        default="/dev/lane-controller",
+        min_length=1,
+        max_length=256,
+        description="Serial device of the lane controller (a udev symlink is best).",
+    )
+    baudrate: int = Field(
+        default=115200,
+        ge=9600,
+        le=921600,
+        description=f"Line speed; one of {', '.join(map(str, _STANDARD_BAUD_RATES))}.",
+    )
+    ping_interval_s: float = Field(
+        default=2.0, ge=0.1, le=60.0, description="How often the agent pings the controller."
+    )
+    silence_timeout_s: float = Field(
+        default=10.0,
+        ge=0.5,
+        le=300.0,
+        description="No frame for this long means the link is down; the port is reopened.",
+    )
+    signal_ack_timeout_s: float = Field(
+        default=0.5,
+        ge=0.05,
+        le=10.0,
+        description="SET_SIGNAL is resent when not acknowledged within this time.",
+    )
+
+    @model_validator(mode="after")
+    def _timing(self) -> Self:
+        if self.baudrate not in _STANDARD_BAUD_RATES:
+            raise ValueError(
+                f"baudrate {self.baudrate} is not a standard rate; use one of "
+                f"{', '.join(map(str, _STANDARD_BAUD_RATES))}"
+            )
+        if self.silence_timeout_s <= self.ping_interval_s:
+            raise ValueError(
+                f"silence_timeout_s ({self.silence_timeout_s}) must be longer than "
+                f"ping_interval_s ({self.ping_interval_s}), or every ping gap looks like a "
+                "dead link"
+            )
+        return self
+
+
+class CacheConfig(_Section):
+    """The local credential cache."""
+
+    path: Path = Field(
+        default=Path("/var/lib/lane-agent/credentials.db"),
+        description="SQLite file of the credential cache (created mode 0600).",
+    )
+
+
+class OutboxConfig(_Section):
+    """The durable outbox every event is committed to before it is sent."""
+
+    path: Path = Field(
+        default=Path("/var/lib/lane-agent/outbox.db"), description="SQLite file of the outbox."
+    )
+    synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description="SQLite synchronous mode. FULL survives power loss; NORMAL may roll back "
+        "committed events on power loss and is only for lab use.",
+    )
+    retain_sent_s: float = Field(
+        default=86400.0,
+        ge=0.0,
+        le=30 * 86400.0,
+        description="Sent events are kept this long (for audit and re-send) before pruning.",
+    )
+
+
+class MqttConfig(_Section):
+    """Connection to central operations' broker (standard MQTT v5 only)."""
+
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=253, description="Broker host.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port.")
+    client_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="MQTT client id; default 'lane-<port_id>-<lane_id>'.",
+    )
+    topic_prefix: str = Field(
+        default="lane-agent/v1",
+        min_length=1,
+        max_length=64,
+        pattern=_TOPIC_PREFIX_PATTERN,
+        description="First topic levels of every topic this lane publishes.",
+    )
+    keepalive_s: int = Field(default=30, ge=5, le=600, description="MQTT keepalive in seconds.")
+    max_inflight: int = Field(
+        default=20,
+        ge=1,
+        le=100,
+        description="Publishes awaiting PUBACK at once (paho slows down past ~100).",
+    )
+    session_expiry_s: int = Field(
+        default=7 * 86400,
+        ge=0,
+        le=30 * 86400,
+        description="Broker keeps the lane's session this long after a disconnect.",
+    )
+    reconnect_min_s: float = Field(
+        default=1.0, ge=0.1, le=60.0, description="First reconnect delay (doubles, with jitter)."
+    )
+    reconnect_max_s: float = Field(
+        default=60.0, ge=1.0, le=600.0, description="Longest reconnect delay."
+    )
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> Self:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(
+                f"reconnect_min_s ({self.reconnect_min_s}) must not exceed reconnect_max_s "
+                f"({self.reconnect_max_s})"
+            )
+        return self
+
+
+class LoggingConfig(_Section):
+    """Where and how the agent logs (journald takes JSON lines)."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="Lowest level logged. Card numbers and plates appear only at DEBUG.",
+    )
+    format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="'auto': text on a terminal, JSON lines otherwise."
+    )
+
+
+class ServiceConfig(_Section):
+    """Engine loop settings."""
+
+    tick_interval_s: float = Field(
+        default=0.25,
+        ge=0.01,
+        le=5.0,
+        description="Longest the engine waits before checking timeouts on a quiet lane.",
+    )
+    shutdown_flush_s: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=60.0,
+        description="On SIGTERM, how long to keep publishing the outbox before exiting.",
+    )
+
+
+class AgentConfig(_Section):
+    """The whole lane config file."""
+
+    lane: LaneConfig = Field(description="Lane identity and rules.")
+    controller: ControllerConfig = Field(
+        default_factory=ControllerConfig, description="Lane controller serial link."
+    )
+    cache: CacheConfig = Field(default_factory=CacheConfig, description="Credential cache.")
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Durable outbox.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Uplink to central.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
+    service: ServiceConfig = Field(default_factory=ServiceConfig, description="Engine loop.")
+
+    @property
+    def mqtt_client_id(self) -> str:
+        """The client id used on the broker."""
+        return self.mqtt.client_id or f"lane-{self.lane.port_id}-{self.lane.lane_id}"
+
+    def with_paths_relative_to(self, base: Path) -> AgentConfig:
+        """Resolve relative file paths against ``base`` (the config file's directory)."""
+        return self.model_copy(
+            update={
+                "cache": self.cache.model_copy(update={"path": base / self.cache.path}),
+                "outbox": self.outbox.model_copy(update={"path": base / self.outbox.path}),
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong with a config file, phrased for the technician who wrote it."""
+
+    file: Path
+    line: int | None
+    key: str
+    value: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else str(self.file)
+        value = f" = {self.value}" if self.value else ""
+        return f"{where}: {self.key}{value}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The config file could not be used; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read, validate and resolve a lane config file, or raise ``ConfigError``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            [ConfigProblem(path, None, "(file)", "", f"cannot read: {reason}")]
+        ) from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = _toml_error_line(str(exc))
+        raise ConfigError(
+            [ConfigProblem(path, line, "(syntax)", "", f"not valid TOML: {exc}")]
+        ) from exc
+    try:
+        # JSON mode keeps strict typing while accepting strings for enums and paths, and
+        # arrays for tuples; TOML dates (never valid here) become strings and are refused.
+        config = AgentConfig.model_validate_json(json.dumps(raw, default=str))
+    except ValidationError as exc:
+        raise ConfigError(_problems(path, text, raw, exc)) from exc
+    return config.with_paths_relative_to(path.resolve().parent)
+
+
+def _toml_error_line(message: str) -> int | None:
+    found = re.search(r"line (\d+)", message)
+    return int(found.group(1)) if found else None
+
+
+def _problems(
+    path: Path, text: str, raw: dict[str, Any], exc: ValidationError
+) -> list[ConfigProblem]:
+    errors = exc.errors(include_url=False)
+    locs = [tuple(str(part) for part in error["loc"]) for error in errors]
+    problems = []
+    for error, loc_tuple in zip(errors, locs, strict=True):
+        if any(
+            len(other) > len(loc_tuple) and other[: len(loc_tuple)] == loc_tuple for other in locs
+        ):
+            continue  # a container-level echo of an item error already reported
+        loc = list(loc_tuple)
+        key = ".".join(loc) if loc else "(top level)"
+        if error["type"] == "extra_forbidden":
+            message = _unknown_key_message(loc)
+            given = error.get("input")
+            value = "" if isinstance(given, dict) else _render(given)
+        elif error["type"] == "missing":
+            message = "required key is missing"
+            value = ""
+        elif error["type"] == "string_pattern_mismatch":
+            message = _PATTERN_MEANING.get(
+                str(error.get("ctx", {}).get("pattern")), _plain(error["msg"])
+            )
+            value = _render(error.get("input"))
+        else:
+            message = _plain(error["msg"])
+            given = error.get("input")
+            value = "" if isinstance(given, dict) else _render(given)
+        problems.append(ConfigProblem(path, _line_of(text, loc), key, value, message))
+    return problems
+
+
+def _unknown_key_message(loc: list[str]) -> str:
+    model: type[BaseModel] = AgentConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            break
+    allowed = sorted(model.model_fields)
+    close = difflib.get_close_matches(loc[-1], allowed, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"unknown key; {hint}allowed here: {', '.join(allowed)}"
+
+
+def _plain(message: str) -> str:
+    message = message.removeprefix("Value error, ")
+    return message[0].lower() + message[1:] if message else message
+
+
+def _render(value: object) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_render(v) for v in value) + "]"
+    return repr(value)
+
+
+def _line_of(text: str, loc: list[str]) -> int | None:
+    """Best-effort line of a key: the last occurrence of ``key =`` under its table header."""
+    keys = [part for part in loc if not part.isdigit()]
+    if not keys:
+        return None
+    table, key = keys[:-1], keys[-1]
+    current: list[str] = []
+    fallback: int | None = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        header = re.match(r"^\[([^\[\]]+)\]", stripped)
+        if header:
+            current = [p.strip().strip('"') for p in header.group(1).split(".")]
+            if current == keys:
+                fallback = number
+            continue
+        assignment = re.match(r'^"?([A-Za-z0-9_-]+)"?\s*=', stripped)
+        if not assignment or assignment.group(1) != key:
+            continue
+        if current == table:
+            return number
+        if fallback is None and current[: len(table)] == table:
+            fallback = number
+    return fallback

@@ -1,0 +1,287 @@
+"""``lane-agent demo``: the agent's main job on simulated lane hardware, end to end.
+
+Real parts throughout: the controller simulator on a pseudo-terminal speaks the same protocol
+as lane firmware, a private Mosquitto stands in for central's broker, the credential cache and
+the outbox are SQLite files, and a subscriber prints each crossing as central operations would
+receive it. Without a Mosquitto binary the demo still runs and shows the crossings waiting in
+the outbox, which is exactly what a lane does while its uplink is down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.cache import CredentialCache
+from agent.config import (
+    AgentConfig,
+    CacheConfig,
+    ControllerConfig,
+    CorrelationConfig,
+    LaneConfig,
+    LoggingConfig,
+    MqttConfig,
+    OutboxConfig,
+)
+from agent.devbroker import (
+    INSTALL_HINT,
+    BrokerUnavailableError,
+    PrivateMosquitto,
+    free_loopback_port,
+)
+from agent.lane.credentials import CredentialStatus, DocumentType, Program
+from agent.logs import configure_logging
+from agent.service import LaneService
+from agent.uplink import Outbox, all_crossings_filter
+from firmware_bridge.scenario import Scenario, generate_scenario
+from firmware_bridge.simulator import ControllerSimulator, plan_scenario
+
+logger = logging.getLogger(__name__)
+
+_NOW = datetime.now(tz=UTC).replace(microsecond=0)
+# The demo cache: the card references the shipped scenarios use (config/scenarios/basic.toml),
+# with a spread of programs and statuses so every kind of recommendation shows up.
+DEMO_CREDENTIALS: tuple[tuple[str, Program, CredentialStatus, datetime], ...] = (
+    (
+        "E280689400005003A4B1C201",
+        Program.SENTRI,
+        CredentialStatus.ACTIVE,
+        _NOW + timedelta(days=900),
+    ),
+    (
+        "E280689400005003A4B1C202",
+        Program.NEXUS,
+        CredentialStatus.ACTIVE,
+        _NOW + timedelta(days=400),
+    ),
+    (
+        "E280689400005003A4B1C203",
+        Program.SENTRI,
+        CredentialStatus.ACTIVE,
+        _NOW + timedelta(days=1500),
+    ),
+    (
+        "E280689400005003A4B1C204",
+        Program.GLOBAL_ENTRY,
+        CredentialStatus.ACTIVE,
+        _NOW + timedelta(days=700),
+    ),
+    ("E280689400005003A4B1C205", Program.FAST, CredentialStatus.ACTIVE, _NOW + timedelta(days=300)),
+    (
+        "E280689400005003A4B1C206",
+        Program.SENTRI,
+        CredentialStatus.REVOKED,
+        _NOW + timedelta(days=200),
+    ),
+)
+_KNOWN_REFS = tuple(ref for ref, *_ in DEMO_CREDENTIALS)
+
+
+def demo_records() -> list[dict[str, object]]:
+    """The demo cache as import records (the same shape a technician's NDJSON file has)."""
+    return [
+        {
+            "ref": ref,
+            "document_type": DocumentType.TRUSTED_TRAVELLER_CARD.value,
+            "program": program.value,
+            "status": status.value,
+            "valid_from": (_NOW - timedelta(days=365)).isoformat(),
+            "valid_until": until.isoformat(),
+            "holder_ref": f"H-DEMO-{index:04d}",
+            "vehicles": [{"plate": f"DEMO{index:03d}", "jurisdiction": "CA"}],
+        }
+        for index, (ref, program, status, until) in enumerate(DEMO_CREDENTIALS, start=1)
+    ]
+
+
+def demo_config(workdir: Path, device: str, broker_port: int, speed: float) -> AgentConfig:
+    """A trusted-traveller lane whose timing is scaled to the simulator's speed."""
+    return AgentConfig(
+        lane=LaneConfig(
+            port_id="DEMO",
+            lane_id="L01",
+            correlation=CorrelationConfig(
+                idle_timeout_s=max(0.5, 8.0 / speed), straggler_window_s=min(3.0, 3.0 / speed)
+            ),
+        ),
+        controller=ControllerConfig(device=device, ping_interval_s=0.5, silence_timeout_s=3.0),
+        cache=CacheConfig(path=workdir / "credentials.db"),
+        outbox=OutboxConfig(path=workdir / "outbox.db"),
+        mqtt=MqttConfig(
+            host="127.0.0.1", port=broker_port, reconnect_min_s=0.2, reconnect_max_s=2.0
+        ),
+        logging=LoggingConfig(level="WARNING", format="text"),
+    )
+
+
+def run_demo(
+    *,
+    vehicles: int,
+    speed: float,
+    seed: int | None,
+    workdir: Path | None,
+    out: TextIO,
+) -> int:
+    """Run the demo; return 0 once every vehicle's crossing was received (or stored)."""
+    configure_logging("WARNING", "text")
+    with _workdir(workdir) as directory:
+        scenario = generate_scenario(
+            vehicles, _KNOWN_REFS, seed if seed is not None else random.randrange(1 << 30)
+        )
+        with CredentialCache.open(directory / "credentials.db") as cache:
+            cache.import_records(demo_records(), source="demo")
+        broker: PrivateMosquitto | None = None
+        try:
+            broker = PrivateMosquitto(directory)
+            broker.start()
+        except BrokerUnavailableError as exc:
+            broker = None
+            print(f"no broker: {exc}", file=out)
+        try:
+            return _run(scenario, directory, broker, speed, out)
+        finally:
+            if broker is not None:
+                broker.stop()
+
+
+@contextmanager
+def _workdir(requested: Path | None) -> Iterator[Path]:
+    if requested is not None:
+        requested.mkdir(parents=True, exist_ok=True)
+        yield requested
+        return
+    with tempfile.TemporaryDirectory(prefix="lane-agent-demo-") as name:
+        yield Path(name)
+
+
+def _run(
+    scenario: Scenario, directory: Path, broker: PrivateMosquitto | None, speed: float, out: TextIO
+) -> int:
+    expected = len(scenario.vehicles)
+    simulated_s = max((event.at_s for event in plan_scenario(scenario)), default=0.0)
+    deadline = time.monotonic() + simulated_s / speed + 30.0
+    simulator = ControllerSimulator(scenario, speed=speed)
+    simulator.start()
+    port = broker.port if broker else free_loopback_port()
+    config = demo_config(directory, simulator.device_path, port, speed)
+    received: queue.Queue[dict[str, Any]] = queue.Queue()
+    subscriber = _subscribe(broker, config, received) if broker else None
+    service = LaneService(config)
+    stop = threading.Event()
+    worker = threading.Thread(target=service.run, args=(stop,), name="lane-service", daemon=True)
+    print(
+        f"lane-agent demo: lane DEMO/L01 (trusted_traveller), {expected} vehicles, "
+        f"controller on {simulator.device_path}, "
+        + (f"broker 127.0.0.1:{broker.port}" if broker else "no broker"),
+        file=out,
+        flush=True,
+    )
+    worker.start()
+    try:
+        if broker is None:
+            return _show_outbox(service, config, expected, deadline, out)
+        return _show_received(received, expected, deadline, out)
+    finally:
+        stop.set()
+        worker.join(timeout=15)
+        simulator.stop()
+        if subscriber is not None:
+            subscriber.loop_stop()
+            subscriber.disconnect()
+
+
+def _subscribe(
+    broker: PrivateMosquitto, config: AgentConfig, received: queue.Queue[dict[str, Any]]
+) -> mqtt.Client:
+    """Central ops' view: a subscriber to every lane's crossings."""
+    subscribed = threading.Event()
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="demo-central-ops", protocol=mqtt.MQTTv5
+    )
+
+    def on_connect(c: mqtt.Client, _u: object, _f: object, _rc: object, _p: object) -> None:
+        c.subscribe(all_crossings_filter(config.mqtt.topic_prefix), qos=1)
+
+    def on_subscribe(*_args: object) -> None:
+        subscribed.set()
+
+    def on_message(_c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        received.put_nowait(json.loads(message.payload))
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    if not subscribed.wait(10):
+        raise BrokerUnavailableError("demo subscriber could not subscribe")
+    return client
+
+
+def _show_received(
+    received: queue.Queue[dict[str, Any]], expected: int, deadline: float, out: TextIO
+) -> int:
+    seen: set[str] = set()
+    while len(seen) < expected:
+        try:
+            event = received.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            print(f"timed out: {len(seen)} of {expected} crossings received", file=out)
+            return 1
+        if event["event_id"] in seen:
+            continue  # central de-duplicates on event_id; so does the demo
+        seen.add(event["event_id"])
+        print(format_crossing(event), file=out, flush=True)
+    print(f"{expected} crossings received by central operations.", file=out)
+    return 0
+
+
+def _show_outbox(
+    service: LaneService, config: AgentConfig, expected: int, deadline: float, out: TextIO
+) -> int:
+    while service.counters.crossings < expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if service.counters.crossings < expected:
+        print(f"timed out: {service.counters.crossings} of {expected} crossings", file=out)
+        return 1
+    with Outbox(config.outbox.path) as outbox:
+        rows = outbox.pending(expected)
+    for row in rows:
+        print(format_crossing(json.loads(row.payload)), file=out)
+    print(
+        f"{len(rows)} crossings waiting in the outbox for the uplink; to see them delivered, "
+        f"{INSTALL_HINT}",
+        file=out,
+    )
+    return 0
+
+
+def format_crossing(event: dict[str, Any]) -> str:
+    """One readable line per vehicle; card numbers shortened to their last four digits."""
+    closed = event["closed_at"][11:19]
+    cards = (
+        ", ".join(
+            f"…{card['ref'][-4:]} {card['result']}"
+            + (f" ({card['program']})" if card["program"] else "")
+            for card in event["cards"]
+        )
+        or "no card"
+    )
+    reasons = ",".join(event["reasons"]) or "-"
+    return (
+        f"#{event['seq']:<3} {closed}  {event['recommendation']:<8}  {cards}  "
+        f"[reasons: {reasons}; {event['closed_by']}]"
+    )

@@ -1,0 +1,342 @@
+"""The real ControllerLink against the real ControllerSimulator over a real pty."""
+
+from __future__ import annotations
+
+import queue
+from pathlib import Path
+
+import pytest
+
+from firmware_bridge.codec import Fault, Loop, SignalState, TagRead
+from firmware_bridge.link import (
+    ControllerLink,
+    LinkClosedError,
+    LinkDown,
+    LinkDownReason,
+    LinkMessage,
+    LinkUp,
+    SignalAcked,
+    SignalFailed,
+)
+from firmware_bridge.scenario import LinkMisbehaviour, load_scenario
+from firmware_bridge.simulator import plan_scenario
+from tests.firmware_bridge.conftest import WAIT_S, Collector, small_scenario, wait_until
+
+NOISY = LinkMisbehaviour(
+    drop_probability=0.2,
+    drop_incoming_probability=0.2,
+    garbage_probability=0.2,
+    garbage_max_bytes=40,
+    corrupt_probability=0.15,
+)
+
+
+def link_states(collector: Collector) -> list[LinkMessage]:
+    return collector.of_type(LinkUp | LinkDown)
+
+
+def test_clean_link_says_link_up_then_delivers_every_event_once_in_order(make_simulator, make_link):
+    scenario = small_scenario()
+    simulator = make_simulator(scenario)
+    collector = Collector()
+    link = make_link(simulator.device_path, collector)
+
+    assert simulator.wait_done(WAIT_S)
+    assert collector.wait_for(lambda items: len(collector.events()) >= len(simulator.sent_events()))
+
+    first = collector.items[0]
+    assert isinstance(first, LinkUp)
+    assert first.hello.controller_id == scenario.controller_id
+    assert first.hello.boot_id == simulator.boot_id
+    assert collector.events() == simulator.sent_events()
+    assert link.stats().events_delivered == len(simulator.sent_events())
+    assert link.is_up
+
+
+def test_noisy_link_still_delivers_every_event_exactly_once_in_order(make_simulator, make_link):
+    """Drops both ways, garbage and bit flips: resends fill the gaps, dedup removes repeats."""
+    simulator = make_simulator(small_scenario(6, seed=5, link=NOISY))
+    collector = Collector()
+    link = make_link(simulator.device_path, collector)
+
+    assert simulator.wait_done(WAIT_S)
+    sent = simulator.sent_events()
+    assert collector.wait_for(lambda items: len(collector.events()) >= len(sent))
+
+    assert collector.events() == sent
+    link_stats, sim_stats = link.stats(), simulator.stats()
+    # The misbehaviour really happened, and the link saw and survived it.
+    assert sim_stats.frames_dropped > 0
+    assert sim_stats.frames_dropped_incoming > 0
+    assert sim_stats.garbage_injections > 0
+    assert sim_stats.frames_corrupted > 0
+    assert link_stats.crc_errors > 0
+    assert link_stats.framing_errors > 0
+    assert link_stats.duplicates > 0
+    assert link_stats.events_lost == 0
+
+
+def test_shipped_noisy_link_scenario_plays_through_without_loss(make_simulator, make_link):
+    scenario = load_scenario(Path(__file__).parents[2] / "config/scenarios/noisy_link.toml")
+    simulator = make_simulator(scenario, speed=20.0)
+    collector = Collector()
+    make_link(simulator.device_path, collector)
+
+    assert simulator.wait_done(WAIT_S)
+    sent = simulator.sent_events()
+    assert collector.wait_for(lambda _: len(collector.events()) >= len(sent))
+    assert collector.events() == sent
+    assert len(sent) == len(plan_scenario(scenario))
+
+
+def test_set_signal_is_acknowledged_and_recorded_once_per_command(make_simulator, make_link):
+    simulator = make_simulator(small_scenario(1))
+    collector = Collector()
+    link = make_link(simulator.device_path, collector)
+    assert collector.wait_for_type(LinkUp)
+
+    link.set_signal(SignalState.STOP)
+    assert collector.wait_for_type(SignalAcked)
+    link.set_signal(SignalState.PROCEED)
+    assert collector.wait_for_type(SignalAcked, 2)
+
+    assert collector.of_type(SignalAcked) == [
+        SignalAcked(SignalState.STOP),
+        SignalAcked(SignalState.PROCEED),
+    ]
+    assert simulator.signal_history == [SignalState.STOP, SignalState.PROCEED]
+    assert simulator.current_signal is SignalState.PROCEED
+
+
+def test_set_signal_is_resent_until_acknowledged_when_frames_to_the_controller_are_lost(
+    make_simulator, make_link
+):
+    lossy = LinkMisbehaviour(drop_incoming_probability=0.5)
+    simulator = make_simulator(small_scenario(1, link=lossy))
+    collector = Collector()
+    link = make_link(simulator.device_path, collector, signal_max_attempts=40)
+    assert collector.wait_for_type(LinkUp)
+
+    commanded = [SignalState.STOP, SignalState.MANUAL, SignalState.PROCEED, SignalState.STOP]
+    for count, state in enumerate(commanded, start=1):
+        link.set_signal(state)
+        assert collector.wait_for_type(SignalAcked, count)
+
+    assert simulator.signal_history == commanded
+    assert link.stats().signal_frames_sent > len(commanded)
+    assert collector.of_type(SignalFailed) == []
+
+
+def test_set_signal_reports_failure_when_the_controller_never_answers(make_simulator, make_link):
+    simulator = make_simulator(small_scenario(1))
+    collector = Collector()
+    link = make_link(simulator.device_path, collector, signal_max_attempts=3)
+    assert collector.wait_for_type(LinkUp)
+    simulator.set_silent(True)
+
+    link.set_signal(SignalState.STOP)
+
+    assert collector.wait_for_type(SignalFailed)
+    assert collector.of_type(SignalFailed) == [SignalFailed(SignalState.STOP, 3)]
+    assert collector.of_type(SignalAcked) == []
+    assert simulator.signal_history == []
+    assert link.stats().signals_failed == 1
+
+
+def test_ping_is_answered_with_pong_and_round_trip_time_measured(make_simulator, make_link):
+    simulator = make_simulator(small_scenario(1))
+    link = make_link(simulator.device_path, Collector())
+
+    assert wait_until(lambda: link.stats().pongs_received >= 3)
+    assert simulator.stats().pings_answered >= 3
+    stats = link.stats()
+    assert stats.pings_sent >= stats.pongs_received >= 3
+    assert stats.last_rtt_s is not None
+    assert stats.last_rtt_s >= 0
+
+
+def test_silent_controller_takes_the_link_down_and_recovery_loses_no_event(
+    make_simulator, make_link
+):
+    """Events the controller queued while silent arrive after recovery, once and in order."""
+    simulator = make_simulator(small_scenario(8, seed=3))
+    collector = Collector()
+    link = make_link(simulator.device_path, collector)
+    assert collector.wait_for(lambda _: len(collector.events()) >= 3)
+
+    simulator.set_silent(True)
+    assert collector.wait_for_type(LinkDown)
+    simulator.set_silent(False)
+
+    assert collector.wait_for_type(LinkUp, 2)
+    assert simulator.wait_done(WAIT_S)
+    sent = simulator.sent_events()
+    assert collector.wait_for(lambda _: len(collector.events()) >= len(sent))
+    assert collector.events() == sent
+    states = link_states(collector)
+    assert [type(s) for s in states[:3]] == [LinkUp, LinkDown, LinkUp]
+    assert states[1].reason is LinkDownReason.SILENCE
+    assert link.stats().silences >= 1
+
+
+def test_unplugged_cable_takes_the_link_down_and_replugging_recovers(
+    make_simulator, make_link, tmp_path: Path
+):
+    """The device path vanishes; the link retries with back-off and picks up the new pty."""
+    device = tmp_path / "ttyLANE"
+    simulator = make_simulator(small_scenario(8, seed=4), link_path=device)
+    collector = Collector()
+    link = make_link(str(device), collector)
+    assert collector.wait_for(lambda _: len(collector.events()) >= 3)
+
+    simulator.unplug()
+    assert collector.wait_for_type(LinkDown)
+    assert collector.of_type(LinkDown)[0].reason is LinkDownReason.PORT_ERROR
+    assert wait_until(lambda: link.stats().open_failures >= 1)
+    assert not device.exists()
+    simulator.replug()
+
+    assert collector.wait_for_type(LinkUp, 2)
+    assert simulator.wait_done(WAIT_S)
+    sent = simulator.sent_events()
+    assert collector.wait_for(lambda _: len(collector.events()) >= len(sent))
+    assert collector.events() == sent
+    assert link.stats().port_opens >= 2
+
+
+def test_controller_reboot_is_reported_and_the_signal_state_is_sent_again(
+    make_simulator, make_link
+):
+    simulator = make_simulator(small_scenario(1))
+    collector = Collector()
+    link = make_link(simulator.device_path, collector)
+    assert collector.wait_for_type(LinkUp)
+    link.set_signal(SignalState.STOP)
+    assert collector.wait_for_type(SignalAcked)
+    first_boot = simulator.boot_id
+
+    simulator.reboot()
+
+    assert collector.wait_for_type(LinkUp, 2)
+    assert simulator.wait_signal(SignalState.STOP, WAIT_S)
+    states = link_states(collector)
+    assert states[1] == LinkDown(
+        LinkDownReason.CONTROLLER_RESTARTED, f"new boot id {simulator.boot_id:08x}"
+    )
+    assert states[2].hello.boot_id == simulator.boot_id != first_boot
+    assert simulator.signal_history == [SignalState.STOP, SignalState.STOP]
+    assert link.stats().controller_restarts == 1
+
+
+def test_signal_state_is_sent_again_after_the_controller_fell_back_to_manual_during_an_outage(
+    make_simulator, make_link
+):
+    simulator = make_simulator(small_scenario(1), host_timeout_s=0.3)
+    collector = Collector()
+    link = make_link(simulator.device_path, collector)
+    assert collector.wait_for_type(LinkUp)
+    link.set_signal(SignalState.STOP)
+    assert collector.wait_for_type(SignalAcked)
+
+    simulator.set_silent(True)
+    assert simulator.wait_signal(SignalState.MANUAL, WAIT_S)
+    assert collector.wait_for_type(LinkDown)
+    simulator.set_silent(False)
+
+    assert collector.wait_for_type(SignalAcked, 2)
+    assert simulator.current_signal is SignalState.STOP
+    assert simulator.signal_history == [SignalState.STOP, SignalState.STOP]
+
+
+def test_restarted_agent_asks_for_hello_and_resumes_where_the_controller_is(
+    make_simulator, make_link
+):
+    """A new link has no seq to count from: it requests a HELLO and starts at resume_seq.
+
+    Across the restart nothing is lost; an event whose ACK was lost may be delivered twice.
+    """
+    simulator = make_simulator(small_scenario(10, seed=8))
+    first = Collector()
+    first_link = make_link(simulator.device_path, first)
+    assert first.wait_for(lambda _: len(first.events()) >= 5)
+    first_link.close()
+
+    second = Collector()
+    second_link = make_link(simulator.device_path, second)
+    assert simulator.wait_done(WAIT_S)
+    sent = simulator.sent_events()
+    before = first.events()
+    assert second.wait_for(lambda _: len(before) + len(second.events()) >= len(sent))
+    after = second.events()
+
+    overlap = len(before) + len(after) - len(sent)
+    assert overlap >= 0
+    assert before + after[overlap:] == sent
+    assert after[:overlap] == before[len(before) - overlap :]
+    assert simulator.stats().hello_requests >= 1
+    assert isinstance(second.items[0], LinkUp)
+    assert second_link.stats().events_lost == 0
+
+
+def test_a_port_in_use_is_not_opened_twice(make_simulator, make_link):
+    """The exclusive lock keeps a second opener (ModemManager, a second agent) off the port."""
+    simulator = make_simulator(small_scenario(1))
+    collector = Collector()
+    make_link(simulator.device_path, collector)
+    assert collector.wait_for_type(LinkUp)
+
+    intruder = make_link(simulator.device_path, Collector())
+    assert wait_until(lambda: intruder.stats().open_failures >= 2)
+    assert intruder.stats().port_opens == 0
+    assert not intruder.is_up
+
+
+def test_a_failing_callback_does_not_lose_events(make_simulator, make_link):
+    """When on_message raises (a full queue), the event is kept and offered again."""
+    delivered: queue.Queue[LinkMessage] = queue.Queue()
+    calls = 0
+
+    def sometimes_full(message: LinkMessage) -> None:
+        nonlocal calls
+        calls += 1
+        if isinstance(message, TagRead) and calls % 3 == 0:
+            raise queue.Full
+        delivered.put_nowait(message)
+
+    simulator = make_simulator(small_scenario(3, seed=2))
+    link = make_link(simulator.device_path, sometimes_full)
+    assert simulator.wait_done(WAIT_S)
+    sent = simulator.sent_events()
+    events: list[LinkMessage] = []
+    while len(events) < len(sent):
+        message = delivered.get(timeout=WAIT_S)
+        if isinstance(message, TagRead | Loop | Fault):
+            events.append(message)
+
+    assert events == sent
+    assert link.stats().callback_errors > 0
+
+
+def test_close_stops_the_thread_releases_the_port_and_refuses_further_use(
+    make_simulator, make_link
+):
+    simulator = make_simulator(small_scenario(1))
+    collector = Collector()
+    link = make_link(simulator.device_path, collector)
+    assert collector.wait_for_type(LinkUp)
+
+    assert link.is_running
+    link.close()
+
+    assert not link.is_running
+    assert collector.of_type(LinkDown)[-1].reason is LinkDownReason.CLOSED
+    with pytest.raises(LinkClosedError, match="is closed"):
+        link.set_signal(SignalState.STOP)
+    successor = Collector()
+    make_link(simulator.device_path, successor)
+    assert successor.wait_for_type(LinkUp)
+
+
+def test_link_rejects_a_silence_timeout_shorter_than_the_ping_interval():
+    with pytest.raises(ValueError, match=r"silence_timeout_s \(0.5\) must exceed ping_interval_s"):
+        ControllerLink("/dev/null", print, ping_interval_s=1.0, silence_timeout_s=0.5)

@@ -1,0 +1,277 @@
+"""The whole lane, end to end: simulator on a real pty → agent → real Mosquitto → subscriber.
+
+Nothing is mocked: the controller simulator speaks the lane protocol over a pseudo-terminal,
+the agent runs its real threads, the cache and outbox are SQLite files, and the events are
+read back from a Mosquitto the test starts on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from agent.cache import CredentialCache
+from agent.demo import demo_config, demo_records
+from agent.service import LaneService
+from agent.uplink import Topics, all_crossings_filter
+from firmware_bridge.scenario import Scenario, generate_scenario, load_scenario
+from firmware_bridge.simulator import ControllerSimulator
+from tests.support.broker import MosquittoBroker, Subscriber
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = json.loads((ROOT / "agent" / "schemas" / "crossing-event.v1.schema.json").read_text())
+KNOWN = [str(record["ref"]) for record in demo_records()]
+SPEED = 10.0
+
+pytestmark = pytest.mark.broker
+
+
+def validate(event: dict[str, Any]) -> None:
+    jsonschema.validate(event, SCHEMA, format_checker=jsonschema.FormatChecker())
+
+
+class RunningLane:
+    """The agent's service on a thread, wired to a simulator and a broker."""
+
+    def __init__(self, scenario: Scenario, workdir: Path, broker: MosquittoBroker) -> None:
+        with CredentialCache.open(workdir / "credentials.db") as cache:
+            cache.import_records(demo_records(), source="test")
+        self.simulator = ControllerSimulator(scenario, speed=SPEED)
+        self.simulator.start()
+        self.config = demo_config(workdir, self.simulator.device_path, broker.port, SPEED)
+        self.service = LaneService(self.config)
+        self.stop = threading.Event()
+        self.exit_code: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.service.ready.wait(10), "service did not become ready"
+
+    def _run(self) -> None:
+        self.exit_code = self.service.run(self.stop)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(15)
+        self.simulator.stop()
+        assert not self.thread.is_alive(), "service did not stop"
+
+
+@pytest.fixture
+def lane_factory(tmp_path: Path, mosquitto: MosquittoBroker) -> Iterator[Any]:
+    lanes: list[RunningLane] = []
+
+    def start(scenario: Scenario) -> RunningLane:
+        lane = RunningLane(scenario, tmp_path, mosquitto)
+        lanes.append(lane)
+        return lane
+
+    yield start
+    for lane in lanes:
+        lane.close()
+
+
+def crossing_events(subscriber: Subscriber, count: int) -> list[dict[str, Any]]:
+    messages = subscriber.wait_for(count, timeout_s=60)
+    return [json.loads(m.payload) for m in messages]
+
+
+def test_n_vehicles_give_exactly_n_schema_valid_events_numbered_1_to_n(
+    lane_factory: Any, mosquitto: MosquittoBroker
+) -> None:
+    scenario = generate_scenario(8, KNOWN, seed=2024)
+    with Subscriber(mosquitto.host, mosquitto.port, all_crossings_filter()) as subscriber:
+        lane = lane_factory(scenario)
+        events = crossing_events(subscriber, 8)
+        assert lane.simulator.wait_done(30)
+        extra = subscriber.barrier()
+    assert len(extra) == 8, "one event per vehicle, no more"
+    for event in events:
+        validate(event)
+    assert [e["seq"] for e in events] == list(range(1, 9))
+    assert len({e["event_id"] for e in events}) == 8
+    assert {(e["port_id"], e["lane_id"]) for e in events} == {("DEMO", "L01")}
+    for vehicle, event in zip(scenario.vehicles, events, strict=True):
+        assert {c["ref"] for c in event["cards"]} == {card.epc for card in vehicle.cards}
+        assert event["vehicle_detected"] is True
+        assert event["closed_by"] == "departure"
+        for card in event["cards"]:
+            assert (card["result"] == "unknown") == (card["ref"] not in KNOWN)
+        if not vehicle.cards:
+            assert event["recommendation"] == "REFER"
+            assert event["reasons"] == ["NO_CARD_READ"]
+
+
+def test_a_noisy_serial_link_loses_no_vehicle_and_counts_what_it_skipped(
+    lane_factory: Any, mosquitto: MosquittoBroker
+) -> None:
+    """Garbage, dropped and corrupted frames on the serial line: every crossing still arrives."""
+    scenario = load_scenario(ROOT / "config" / "scenarios" / "noisy_link.toml")
+    with Subscriber(mosquitto.host, mosquitto.port, all_crossings_filter()) as subscriber:
+        lane = lane_factory(scenario)
+        events = crossing_events(subscriber, len(scenario.vehicles))
+        assert lane.simulator.wait_done(30)
+    assert [e["seq"] for e in events] == list(range(1, len(scenario.vehicles) + 1))
+    for vehicle, event in zip(scenario.vehicles, events, strict=True):
+        validate(event)
+        assert {c["ref"] for c in event["cards"]} == {card.epc for card in vehicle.cards}
+    sim = lane.simulator.stats()
+    assert sim.frames_dropped + sim.garbage_injections + sim.frames_corrupted > 0
+    link = lane.service.link_stats()
+    assert link is not None
+    assert link.crc_errors + link.framing_errors + link.bytes_discarded > 0, "skips are counted"
+    assert link.duplicates + sim.resends > 0, "lost frames were resent"
+
+
+def test_revoked_card_raises_an_alert_with_the_holder_reference(
+    lane_factory: Any, mosquitto: MosquittoBroker
+) -> None:
+    revoked = next(str(r["ref"]) for r in demo_records() if r["status"] == "REVOKED")
+    scenario = generate_scenario(
+        3, [revoked], seed=5, unknown_card_ratio=0.0, no_card_ratio=0.0, max_cards=1
+    )
+    with Subscriber(mosquitto.host, mosquitto.port, all_crossings_filter()) as subscriber:
+        lane_factory(scenario)
+        events = crossing_events(subscriber, 3)
+    for event in events:
+        assert event["recommendation"] == "ALERT"
+        assert "CARD_REVOKED" in event["reasons"]
+        assert {c["holder_ref"] for c in event["cards"]} == {"H-DEMO-0006"}
+
+
+def test_clean_stop_publishes_stopped_and_closes_the_open_crossing(
+    lane_factory: Any, mosquitto: MosquittoBroker
+) -> None:
+    scenario = generate_scenario(1, KNOWN, seed=9, no_card_ratio=0.0)
+    topics = Topics("lane-agent/v1", "DEMO", "L01")
+    with Subscriber(mosquitto.host, mosquitto.port, topics.availability) as availability:
+        lane = lane_factory(scenario)
+        availability.wait_until(
+            lambda ms: any(m.payload == b"online" for m in ms), 10, "availability online"
+        )
+        lane.close()
+        availability.wait_until(
+            lambda ms: bool(ms) and ms[-1].payload == b"stopped",
+            10,
+            "availability stopped after a clean stop",
+        )
+    assert lane.exit_code == 0
+
+
+# --- the real command line -------------------------------------------------------------------
+
+
+def lane_agent(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+        **kwargs,
+    )
+
+
+def test_demo_exits_0_after_printing_one_line_per_vehicle() -> None:
+    result = lane_agent("demo", "--vehicles", "3", "--seed", "11", "--speed", "10")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("lane-agent demo: lane DEMO/L01 (trusted_traveller), 3 vehicles")
+    assert [line.split()[0] for line in lines[1:4]] == ["#1", "#2", "#3"]
+    assert lines[4] == "3 crossings received by central operations."
+
+
+def test_demo_without_a_broker_shows_the_crossings_waiting_in_the_outbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lane whose uplink is down keeps working: the demo says so and how to get a broker."""
+    import io
+
+    from agent import devbroker
+    from agent.demo import run_demo
+
+    monkeypatch.setattr(devbroker, "find_mosquitto", lambda: None)
+    out = io.StringIO()
+    assert run_demo(vehicles=2, speed=10.0, seed=4, workdir=tmp_path, out=out) == 0
+    lines = out.getvalue().splitlines()
+    assert (
+        lines[0]
+        == "no broker: mosquitto not found; install it with: sudo apt-get install mosquitto"
+    )
+    assert [line.split()[0] for line in lines[2:4]] == ["#1", "#2"]
+    assert lines[4].startswith("2 crossings waiting in the outbox for the uplink")
+
+
+def test_run_says_ready_to_systemd_and_exits_0_on_sigterm(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    scenario = generate_scenario(1, KNOWN, seed=1)
+    simulator = ControllerSimulator(scenario, speed=SPEED)
+    simulator.start()
+    try:
+        config_path = tmp_path / "lane.toml"
+        config_path.write_text(
+            '[lane]\nport_id = "SYS-0250"\nlane_id = "L07"\n'
+            f'[controller]\ndevice = "{simulator.device_path}"\n'
+            '[cache]\npath = "credentials.db"\n[outbox]\npath = "outbox.db"\n'
+            f'[mqtt]\nport = {mosquitto.port}\n[logging]\nformat = "json"\n'
+        )
+        notify_path = tmp_path / "notify.sock"
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(notify_path))
+        notify.settimeout(20)
+        topics = Topics("lane-agent/v1", "SYS-0250", "L07")
+        with Subscriber(mosquitto.host, mosquitto.port, topics.availability) as availability:
+            env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"}
+            agent = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", "run", "--config", str(config_path)],
+                env=env,
+                cwd=ROOT,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                datagrams = [notify.recv(4096).decode()]
+                assert datagrams[0].startswith("READY=1\n")
+                datagrams.append(notify.recv(4096).decode())
+                assert "WATCHDOG=1" in datagrams, "the engine loop feeds the watchdog"
+                availability.wait_until(
+                    lambda ms: bool(ms) and ms[-1].payload == b"online", 10, "online"
+                )
+                agent.send_signal(signal.SIGTERM)
+                _, stderr = agent.communicate(timeout=30)
+            finally:
+                if agent.poll() is None:
+                    agent.kill()
+            availability.wait_until(
+                lambda ms: bool(ms) and ms[-1].payload == b"stopped", 10, "stopped"
+            )
+        notify.close()
+    finally:
+        simulator.stop()
+    assert agent.returncode == 0, stderr
+    records = [json.loads(line) for line in stderr.splitlines()]
+    assert {"level", "logger", "msg", "ts"} <= set(records[0])
+    assert any(r["msg"].startswith("lane stopped:") for r in records)
+
+
+def test_run_with_a_bad_config_exits_78_and_names_the_key(tmp_path: Path) -> None:
+    config_path = tmp_path / "lane.toml"
+    config_path.write_text('[lane]\nport_id = "SYS"\nlane_id = "L1"\nlane_typ = "general"\n')
+    result = lane_agent("run", "--config", str(config_path))
+    assert result.returncode == 78
+    assert (
+        f"{config_path}:4: lane.lane_typ = \"general\": unknown key; did you mean 'lane_type'?"
+        in result.stderr
+    )

@@ -1,0 +1,360 @@
+"""MqttUplink on a real Mosquitto: ordered at-least-once delivery, availability, refusal, outage."""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.uplink.outbox import Outbox
+from agent.uplink.publisher import MqttUplink, UplinkState, backoff_delay
+from agent.uplink.topics import Topics
+from tests.support.broker import LOOPBACK, MosquittoBroker, Subscriber, free_port, wait_until
+from tests.support.proxy import TcpProxy
+from tests.uplink.conftest import UplinkFactory, append_crossings, seqs
+
+pytestmark = pytest.mark.broker
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def first_occurrences(numbers: list[int]) -> list[int]:
+    """The order in which distinct values first arrived (re-sends after a reconnect repeat some)."""
+    return list(dict.fromkeys(numbers))
+
+
+def test_rows_arrive_exactly_once_each_in_outbox_order_and_are_marked_sent(
+    mosquitto: MosquittoBroker, outbox: Outbox, topics: Topics, make_uplink: UplinkFactory
+) -> None:
+    uplink, _ = make_uplink(mosquitto.host, mosquitto.port)
+    with Subscriber(mosquitto.host, mosquitto.port, topics.crossing) as subscriber:
+        uplink.start()
+        for _ in range(200):
+            append_crossings(outbox, topics, 1)
+            uplink.notify()
+        subscriber.wait_for(200)
+        wait_until(lambda: outbox.stats().depth == 0, 10, "every row marked sent")
+        messages = subscriber.barrier()
+    assert seqs(messages) == list(range(1, 201))
+    assert all(message.qos == 1 and not message.retain for message in messages)
+    stats = uplink.stats()
+    assert (stats.delivered, stats.published, stats.refused, stats.in_flight) == (200, 200, 0, 0)
+
+
+def test_rows_waiting_from_a_previous_run_are_sent_after_start(
+    mosquitto: MosquittoBroker, outbox: Outbox, topics: Topics, make_uplink: UplinkFactory
+) -> None:
+    append_crossings(outbox, topics, 30)
+    uplink, _ = make_uplink(mosquitto.host, mosquitto.port)
+    with Subscriber(mosquitto.host, mosquitto.port, topics.crossing) as subscriber:
+        uplink.start()
+        assert seqs(subscriber.wait_for(30)) == list(range(1, 31))
+
+
+def test_a_missed_notify_only_delays_a_row_until_the_next_poll(
+    mosquitto: MosquittoBroker, outbox: Outbox, topics: Topics, make_uplink: UplinkFactory
+) -> None:
+    uplink, recorder = make_uplink(mosquitto.host, mosquitto.port, poll_interval_s=0.2)
+    with Subscriber(mosquitto.host, mosquitto.port, topics.crossing) as subscriber:
+        uplink.start()
+        recorder.wait_for(UplinkState.CONNECTED)
+        append_crossings(outbox, topics, 3)  # no notify()
+        assert seqs(subscriber.wait_for(3)) == [1, 2, 3]
+
+
+def test_rows_appended_while_the_broker_is_down_are_delivered_after_it_restarts(
+    mosquitto: MosquittoBroker, outbox: Outbox, topics: Topics, make_uplink: UplinkFactory
+) -> None:
+    uplink, recorder = make_uplink(mosquitto.host, mosquitto.port)
+    with Subscriber(mosquitto.host, mosquitto.port, topics.crossing) as subscriber:
+        uplink.start()
+        append_crossings(outbox, topics, 20)
+        uplink.notify()
+        subscriber.wait_for(20)
+        wait_until(lambda: outbox.stats().depth == 0, 10, "the first rows marked sent")
+
+        mark = recorder.mark()
+        mosquitto.stop()
+        recorder.wait_for(UplinkState.DISCONNECTED, since=mark)
+        append_crossings(outbox, topics, 30)
+        uplink.notify()
+        assert outbox.stats().depth == 30
+
+        mark = recorder.mark()
+        mosquitto.start()
+        recorder.wait_for(UplinkState.CONNECTED, since=mark)
+        messages = subscriber.wait_until(
+            lambda received: set(seqs(received)) >= set(range(1, 51)), 15, "all 50 sequence numbers"
+        )
+        wait_until(lambda: outbox.stats().depth == 0, 10, "every row marked sent")
+    assert first_occurrences(seqs(messages)) == list(range(1, 51))
+    assert uplink.stats().connection_losses == 1
+
+
+def test_rows_in_flight_when_the_connection_drops_go_back_to_pending_and_are_re_sent(
+    mosquitto: MosquittoBroker, outbox: Outbox, topics: Topics, make_uplink: UplinkFactory
+) -> None:
+    with (
+        TcpProxy(0, mosquitto.host, mosquitto.port) as proxy,
+        Subscriber(mosquitto.host, mosquitto.port, topics.crossing) as subscriber,
+    ):
+        uplink, recorder = make_uplink(proxy.host, proxy.port)
+        uplink.start()
+        recorder.wait_for(UplinkState.CONNECTED)
+        proxy.cut()  # the PUBLISH packets vanish on the way: no PUBACK can come back
+        append_crossings(outbox, topics, 10)
+        uplink.notify()
+        wait_until(lambda: uplink.stats().in_flight == 10, 5, "ten rows in flight")
+        assert outbox.stats().depth == 10
+
+        mark = recorder.mark()
+        proxy.resume()
+        proxy.drop_connections()
+        recorder.wait_for(UplinkState.CONNECTED, since=mark)
+        subscriber.wait_for(10)
+        wait_until(lambda: outbox.stats().depth == 0, 10, "every row marked sent")
+        messages = subscriber.barrier()
+    assert seqs(messages) == list(
+        range(1, 11)
+    )  # each once: the dead connection's copies were never re-sent
+    assert uplink.stats().published == 20
+
+
+def test_nothing_is_lost_when_the_broker_is_killed_mid_stream(
+    mosquitto: MosquittoBroker, outbox: Outbox, topics: Topics, make_uplink: UplinkFactory
+) -> None:
+    """Rows the broker had not acknowledged when it died are published again once it is back."""
+    uplink, recorder = make_uplink(mosquitto.host, mosquitto.port)
+    append_crossings(outbox, topics, 2000)
+    with Subscriber(mosquitto.host, mosquitto.port, topics.crossing) as subscriber:
+        uplink.start()
+        subscriber.wait_for(1)
+        mosquitto.kill()
+        recorder.wait_for(UplinkState.DISCONNECTED)
+        mosquitto.start()
+        wait_until(lambda: outbox.stats().depth == 0, 15, "every row marked sent after the restart")
+    assert uplink.stats().delivered >= 2000
+
+
+def test_availability_is_retained_online_while_connected_and_stopped_after_a_clean_stop(
+    mosquitto: MosquittoBroker, topics: Topics, make_uplink: UplinkFactory
+) -> None:
+    uplink, recorder = make_uplink(mosquitto.host, mosquitto.port)
+    uplink.start()
+    recorder.wait_for(UplinkState.CONNECTED)
+    with Subscriber(mosquitto.host, mosquitto.port, topics.availability) as first_subscriber:
+        first_subscriber.wait_for(1)  # 'online' reached the broker (live or retained)
+    with Subscriber(mosquitto.host, mosquitto.port, topics.availability) as late_subscriber:
+        (online,) = late_subscriber.wait_for(1)
+    uplink.stop(timeout_s=5)
+    with Subscriber(mosquitto.host, mosquitto.port, topics.availability) as after_stop:
+        (stopped,) = after_stop.wait_for(1)
+    assert (online.payload, online.retain) == (b"online", True)
+    assert (stopped.payload, stopped.retain) == (b"stopped", True)
+    assert recorder.history == [
+        UplinkState.CONNECTING,
+        UplinkState.CONNECTED,
+        UplinkState.STOPPING,
+        UplinkState.STOPPED,
+    ]
+
+
+def test_broker_publishes_the_offline_will_when_the_agent_process_is_killed(
+    mosquitto: MosquittoBroker, tmp_path: Path, topics: Topics
+) -> None:
+    with Subscriber(mosquitto.host, mosquitto.port, topics.availability) as subscriber:
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.uplink.agent_child",
+                "uplink",
+                str(tmp_path / "child-outbox.db"),
+                mosquitto.host,
+                str(mosquitto.port),
+                "lane-agent-child",
+            ],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline() == "connected\n"
+            subscriber.wait_until(
+                lambda received: [m.payload for m in received] == [b"online"], 5, "online"
+            )
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+        messages = subscriber.wait_for(2)
+    assert [m.payload for m in messages] == [b"online", b"offline"]
+    with Subscriber(mosquitto.host, mosquitto.port, topics.availability) as late_subscriber:
+        (retained,) = late_subscriber.wait_for(1)
+    assert (retained.payload, retained.retain) == (b"offline", True)
+
+
+def test_stop_delivers_rows_still_pending_before_disconnecting(
+    mosquitto: MosquittoBroker, outbox: Outbox, topics: Topics, make_uplink: UplinkFactory
+) -> None:
+    uplink, _ = make_uplink(mosquitto.host, mosquitto.port)
+    with Subscriber(mosquitto.host, mosquitto.port, topics.crossing) as subscriber:
+        uplink.start()
+        append_crossings(outbox, topics, 300)
+        uplink.notify()
+        uplink.stop(timeout_s=10)
+        assert outbox.stats().depth == 0
+        assert seqs(subscriber.wait_for(300)) == list(range(1, 301))
+    assert uplink.state is UplinkState.STOPPED
+
+
+def test_stop_while_the_broker_is_unreachable_returns_and_keeps_the_rows(
+    outbox: Outbox, topics: Topics, make_uplink: UplinkFactory
+) -> None:
+    uplink, recorder = make_uplink(LOOPBACK, free_port())  # nobody listens there
+    append_crossings(outbox, topics, 3)
+    uplink.start()
+    recorder.wait_for(UplinkState.DISCONNECTED)
+    uplink.stop(timeout_s=1)
+    assert uplink.state is UplinkState.STOPPED
+    assert outbox.stats().depth == 3
+
+
+def test_stop_on_a_silent_connection_gives_up_in_time_and_keeps_unacknowledged_rows(
+    mosquitto: MosquittoBroker, outbox: Outbox, topics: Topics, make_uplink: UplinkFactory
+) -> None:
+    with TcpProxy(0, mosquitto.host, mosquitto.port) as proxy:
+        uplink, recorder = make_uplink(proxy.host, proxy.port)
+        uplink.start()
+        recorder.wait_for(UplinkState.CONNECTED)
+        proxy.cut()
+        append_crossings(outbox, topics, 5)
+        uplink.notify()
+        wait_until(lambda: uplink.stats().in_flight == 5, 5, "five rows in flight")
+        uplink.stop(timeout_s=0.5)
+    assert uplink.state is UplinkState.STOPPED
+    assert outbox.stats().depth == 5
+
+
+def test_a_refused_publish_keeps_the_row_counts_it_and_delivers_it_once_the_acl_allows_it(
+    tmp_path: Path,
+    outbox: Outbox,
+    topics: Topics,
+    make_uplink: UplinkFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    acl = tmp_path / "acl"
+    lane_rules = f"user lane-3\ntopic write {topics.availability}\n"
+    central_rules = "user central\ntopic read lane-agent/v1/#\ntopic readwrite lane-agent-tests/#\n"
+    acl.write_text(lane_rules + central_rules)
+    broker = MosquittoBroker(tmp_path / "mosquitto", extra_config=f"acl_file {acl}")
+    with (
+        broker,
+        Subscriber(broker.host, broker.port, topics.crossing, username="central") as subscriber,
+    ):
+        uplink, recorder = make_uplink(broker.host, broker.port, username="lane-3")
+        rows = append_crossings(outbox, topics, 3)
+        with caplog.at_level(logging.WARNING, logger="agent.uplink.publisher"):
+            uplink.start()
+            wait_until(lambda: uplink.stats().refused >= 3, 10, "three refusals")
+        assert outbox.stats().depth == 3
+        assert uplink.stats().last_refusal == "Not authorized"
+        assert subscriber.barrier() == []
+        refusals = [r for r in caplog.records if "refused outbox row" in r.getMessage()]
+        assert refusals
+        assert not any(row.payload.decode() in r.getMessage() for r in refusals for row in rows)
+
+        acl.write_text(lane_rules + f"topic write {topics.crossing}\n" + central_rules)
+        mark = recorder.mark()
+        broker.restart()
+        recorder.wait_for(UplinkState.CONNECTED, since=mark)
+        # A held row does not block the rows behind it, so the order may differ; none is missing.
+        subscriber.wait_until(lambda received: set(seqs(received)) == {1, 2, 3}, 10, "seq 1, 2, 3")
+        wait_until(lambda: outbox.stats().depth == 0, 10, "the rows marked sent")
+
+
+def test_a_silent_half_open_connection_is_dropped_and_rows_flow_again_after_it_heals(
+    mosquitto: MosquittoBroker, outbox: Outbox, topics: Topics, make_uplink: UplinkFactory
+) -> None:
+    with (
+        TcpProxy(0, mosquitto.host, mosquitto.port) as proxy,
+        Subscriber(mosquitto.host, mosquitto.port, topics.crossing) as subscriber,
+    ):
+        uplink, recorder = make_uplink(proxy.host, proxy.port, keepalive_s=1)
+        uplink.start()
+        recorder.wait_for(UplinkState.CONNECTED)
+        mark = recorder.mark()
+        proxy.cut()
+        recorder.wait_for(UplinkState.DISCONNECTED, since=mark)
+        append_crossings(outbox, topics, 5)
+        uplink.notify()
+        mark = recorder.mark()
+        proxy.resume()
+        recorder.wait_for(UplinkState.CONNECTED, since=mark)
+        assert seqs(subscriber.wait_for(5)) == [1, 2, 3, 4, 5]
+
+
+def test_rows_in_flight_never_exceed_the_brokers_receive_maximum(
+    tmp_path: Path, outbox: Outbox, topics: Topics, make_uplink: UplinkFactory
+) -> None:
+    broker = MosquittoBroker(tmp_path / "mosquitto", extra_config="max_inflight_messages 3")
+    with broker, Subscriber(broker.host, broker.port, topics.crossing) as subscriber:
+        uplink, recorder = make_uplink(broker.host, broker.port, max_inflight=20)
+        assert uplink.stats().in_flight_limit == 20
+        uplink.start()
+        recorder.wait_for(UplinkState.CONNECTED)
+        append_crossings(outbox, topics, 50)
+        uplink.notify()
+        assert seqs(subscriber.wait_for(50)) == list(range(1, 51))
+    assert uplink.stats().in_flight_limit == 3
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"host": ""},
+        {"port": 0},
+        {"client_id": ""},
+        {"keepalive_s": 0},
+        {"max_inflight": 0},
+        {"reconnect_min_s": 0},
+        {"reconnect_min_s": 5, "reconnect_max_s": 1},
+        {"session_expiry_s": -1},
+        {"poll_interval_s": 0},
+    ],
+)
+def test_settings_that_cannot_work_are_rejected_at_construction(
+    outbox: Outbox, topics: Topics, overrides: dict[str, object]
+) -> None:
+    settings: dict[str, object] = {"host": "127.0.0.1", "port": 1884, "client_id": "c", **overrides}
+    with pytest.raises(ValueError, match=next(iter(overrides))):
+        MqttUplink(outbox, topics, **settings)  # type: ignore[arg-type]
+
+
+@given(
+    attempt=st.integers(min_value=0, max_value=10_000),
+    min_s=st.floats(min_value=0.001, max_value=10),
+    spread=st.floats(min_value=1, max_value=1000),
+    seed=st.integers(),
+)
+def test_backoff_delay_always_stays_within_min_and_max(
+    attempt: int, min_s: float, spread: float, seed: int
+) -> None:
+    max_s = min_s * spread
+    assert min_s <= backoff_delay(attempt, min_s, max_s, random.Random(seed)) <= max_s
+
+
+def test_backoff_delays_grow_with_attempts_and_are_jittered() -> None:
+    rng = random.Random(7)
+    early = [backoff_delay(0, 1.0, 60.0, rng) for _ in range(200)]
+    late = [backoff_delay(10, 1.0, 60.0, rng) for _ in range(200)]
+    assert max(early) <= 2.0
+    assert len(set(early)) > 100  # lanes do not retry in lock-step
+    assert sum(late) / len(late) > 2 * sum(early) / len(early)
