@@ -110,4 +110,4 @@ def _card(match: CardMatch) -> dict[str, Any]:
 
 def encode(event: dict[str, Any]) -> bytes:
     """Compact, key-sorted UTF-8 JSON: the bytes that go in the outbox and on the wire."""
-    return json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
+    return json.dumps(event, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()

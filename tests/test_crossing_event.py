@@ -1,0 +1,131 @@
+"""The crossing event on the wire: schema-valid for every decision, time-ordered ids, no extras."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from agent.crossing_event import CacheInfo, LaneIdentity, build_crossing_event, encode, iso, uuid7
+from agent.lane.correlator import CardObservation, ClosedBy, Crossing, OpenedBy
+from agent.lane.credentials import Credential, CredentialStatus, DocumentType, Program
+from agent.lane.policy import LanePolicy, LaneType, Reason, decide
+
+SCHEMA = json.loads(
+    (
+        Path(__file__).resolve().parent.parent
+        / "agent"
+        / "schemas"
+        / "crossing-event.v1.schema.json"
+    ).read_text()
+)
+LANE = LaneIdentity(
+    port_id="SYS-0250", lane_id="L03", lane_type=LaneType.TRUSTED_TRAVELLER, agent_version="0.1.0"
+)
+AT = datetime(2026, 11, 28, 12, 0, tzinfo=UTC).timestamp()
+POLICY = LanePolicy(LaneType.TRUSTED_TRAVELLER, frozenset({Program.SENTRI}))
+KNOWN = Credential(
+    ref="E280689400005003A4B1C201",
+    document_type=DocumentType.TRUSTED_TRAVELLER_CARD,
+    program=Program.SENTRI,
+    status=CredentialStatus.REVOKED,
+    valid_from=datetime(2024, 1, 1, tzinfo=UTC),
+    valid_until=datetime(2029, 1, 1, tzinfo=UTC),
+    holder_ref="H-0001",
+)
+
+
+def crossing(
+    refs: list[str], *, vehicle: bool = True, closed_by: ClosedBy = ClosedBy.DEPARTURE
+) -> Crossing:
+    return Crossing(
+        opened_at=AT - 4.5,
+        closed_at=AT,
+        opened_by=OpenedBy.LOOP,
+        closed_by=closed_by,
+        vehicle_detected=vehicle,
+        cards=tuple(
+            CardObservation(
+                ref=r,
+                reads=2,
+                first_at=AT - 3,
+                last_at=AT - 2,
+                best_rssi_dbm=-51.25,
+                antennas=(1, 2),
+                tid="E2003412",
+            )
+            for r in refs
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    "decision_input",
+    [
+        crossing([]),
+        crossing(
+            [KNOWN.ref, "E2806894000050039999F001"], vehicle=False, closed_by=ClosedBy.MAX_DURATION
+        ),
+        crossing(["E2806894000050039999F001"], closed_by=ClosedBy.NEXT_ARRIVAL),
+    ],
+)
+def test_events_for_every_kind_of_decision_validate_against_the_schema(
+    decision_input: Crossing,
+) -> None:
+    decision = decide(decision_input, {KNOWN.ref: KNOWN}.get, POLICY)
+    event = build_crossing_event(
+        decision,
+        seq=7,
+        event_id=uuid7(),
+        lane=LANE,
+        cache=CacheInfo(data_version="sha256:ab", imported_at=datetime(2026, 11, 1, tzinfo=UTC)),
+        committed_at=AT + 0.002,
+    )
+    jsonschema.validate(json.loads(encode(event)), SCHEMA)
+
+
+def test_every_reason_and_closed_by_is_allowed_by_the_schema() -> None:
+    """A new reason code in the core without a schema update would break central's consumers."""
+    assert SCHEMA["properties"]["reasons"]["items"]["enum"] == [r.value for r in Reason]
+    assert SCHEMA["properties"]["closed_by"]["enum"] == [c.value for c in ClosedBy]
+
+
+def test_event_carries_match_results_but_not_the_chip_id() -> None:
+    decision = decide(crossing([KNOWN.ref]), {KNOWN.ref: KNOWN}.get, POLICY)
+    event = build_crossing_event(
+        decision, seq=1, event_id=uuid7(), lane=LANE, cache=CacheInfo(None, None), committed_at=AT
+    )
+    (card,) = event["cards"]
+    assert card == {
+        "ref": KNOWN.ref,
+        "result": "revoked",
+        "document_type": "TRUSTED_TRAVELLER_CARD",
+        "program": "SENTRI",
+        "holder_ref": "H-0001",
+        "valid_until": "2029-01-01T00:00:00.000Z",
+        "reads": 2,
+        "best_rssi_dbm": -51.2,
+        "antennas": [1, 2],
+        "first_read_at": iso(AT - 3),
+    }
+    assert "E2003412" not in encode(event).decode()
+    assert event["recommendation"] == "ALERT"
+    assert event["opened_at"] == "2026-11-28T11:59:55.500Z"
+
+
+def test_uuid7_is_version_7_and_ordered_by_time() -> None:
+    first = uuid7(now_ns=1_700_000_000_000_000_000)
+    later = uuid7(now_ns=1_700_000_000_001_000_000)
+    assert first.version == 7
+    assert first.variant == uuid.RFC_4122
+    assert str(first) < str(later)
+    assert first.int >> 80 == 1_700_000_000_000
+    assert len({uuid7() for _ in range(1000)}) == 1000
+
+
+def test_encoding_is_compact_sorted_utf8() -> None:
+    assert encode({"b": 1, "a": "é"}) == '{"a":"é","b":1}'.encode()
