@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 import logging
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, Self
 
@@ -805,6 +806,9 @@ class DecoderCounters:
         )
 
 
+REJECT_WARNING_INTERVAL_S: Final = 60.0
+"""Bad frames are summarised in the log at most this often."""
+
 _COUNTER_FOR_ERROR: Final[dict[type[FrameError], str]] = {
     CrcError: "crc_errors",
     FramingError: "framing_errors",
@@ -828,6 +832,8 @@ class FrameDecoder:
     last_error: FrameError | None = None
     _buffer: bytearray = field(default_factory=bytearray, repr=False)
     _discarding: bool = field(default=False, repr=False)
+    _last_warning_at: float = field(default=float("-inf"), repr=False)
+    _rejected_since_warning: int = field(default=0, repr=False)
 
     def feed(self, data: bytes) -> list[DecodedFrame]:
         """Consume ``data``; return the frames it completed, in order."""
@@ -894,5 +900,18 @@ class FrameDecoder:
                 break
         self.counters.bytes_discarded += wire_bytes
         self.last_error = error
-        logger.info("%s: dropped frame: %s", self.name, error)
+        self._rejected_since_warning += 1
+        now = time.monotonic()
+        # A bad cable can corrupt hundreds of frames a second: say so at most once a minute,
+        # with the count, and leave the per-frame detail at DEBUG.
+        if now - self._last_warning_at >= REJECT_WARNING_INTERVAL_S:
+            logger.warning(
+                "%s: dropped %d bad frame(s) since the last report; latest: %s",
+                self.name,
+                self._rejected_since_warning,
+                error,
+            )
+            self._last_warning_at = now
+            self._rejected_since_warning = 0
+        logger.debug("%s: dropped frame: %s", self.name, error)
         logger.debug("%s: dropped frame bytes: %s", self.name, error.frame.hex(" "))

@@ -8,6 +8,7 @@ read back from a Mosquitto the test starts on a free loopback port.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -275,3 +276,23 @@ def test_run_with_a_bad_config_exits_78_and_names_the_key(tmp_path: Path) -> Non
         f"{config_path}:4: lane.lane_typ = \"general\": unknown key; did you mean 'lane_type'?"
         in result.stderr
     )
+
+
+def test_no_card_number_or_holder_reference_is_logged_above_debug(
+    lane_factory: Any, mosquitto: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    scenario = generate_scenario(4, KNOWN, seed=77, no_card_ratio=0.0)
+    secrets = {card.epc for vehicle in scenario.vehicles for card in vehicle.cards}
+    secrets |= {str(r["holder_ref"]) for r in demo_records()}
+    with (
+        caplog.at_level(logging.DEBUG),
+        Subscriber(mosquitto.host, mosquitto.port, all_crossings_filter()) as subscriber,
+    ):
+        lane = lane_factory(scenario)
+        crossing_events(subscriber, 4)
+        lane.close()
+    above_debug = "\n".join(r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG)
+    debug = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
+    assert "crossing seq=4" in above_debug
+    assert not {s for s in secrets if s in above_debug}
+    assert {s for s in secrets if s in debug}, "the check can see card numbers when they are logged"

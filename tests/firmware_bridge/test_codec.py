@@ -285,19 +285,32 @@ def test_reset_forgets_a_partial_frame():
     assert decoder.feed(encode_frame(Ack(2), 0)[1:]) == [DecodedFrame(0, Ack(2))]
 
 
-def test_rejections_log_the_reason_at_info_and_the_bytes_only_at_debug(caplog):
+def test_rejections_are_summarised_once_a_minute_and_bytes_only_at_debug(caplog, monkeypatch):
+    """A bad cable must not flood journald: one WARNING per minute with a count, no EPC bytes."""
     epc_frame = bytearray(build_frame(TagRead(1, 1, -500, EPC), 1))
     epc_frame[-1] ^= 0xFF
+    bad = b"\x00" + cobs_encode(bytes(epc_frame)) + b"\x00"
+    clock = [1000.0]
+    monkeypatch.setattr("firmware_bridge.codec.time.monotonic", lambda: clock[0])
     decoder = FrameDecoder()
 
     with caplog.at_level(logging.DEBUG, logger="firmware_bridge.codec"):
-        decoder.feed(b"\x00" + cobs_encode(bytes(epc_frame)) + b"\x00")
+        decoder.feed(bad)
+        clock[0] += 30
+        decoder.feed(bad * 3)
+        clock[0] += 31
+        decoder.feed(bad)
 
     epc_hex_fragment = EPC[:6].hex(" ")
     above_debug = [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG]
     debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
-    assert above_debug == [f"serial: dropped frame: {decoder.last_error}"]
-    assert epc_hex_fragment in debug[0]
+    assert above_debug == [
+        f"serial: dropped 1 bad frame(s) since the last report; latest: {decoder.last_error}",
+        f"serial: dropped 4 bad frame(s) since the last report; latest: {decoder.last_error}",
+    ]
+    assert decoder.counters.crc_errors == 5
+    assert any(epc_hex_fragment in line for line in debug)
+    assert not any(epc_hex_fragment in line for line in above_debug)
 
 
 @pytest.mark.parametrize(
