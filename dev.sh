@@ -5,7 +5,7 @@
 #   ./dev.sh demo [--vehicles N]   the agent's main job on simulated lane hardware
 #   ./dev.sh test [pytest args]    lint, type checks and the whole test suite
 #
-# System packages (python3-venv, mosquitto) are installed with apt-get when missing; the
+# System packages (python3-venv, mosquitto; strace for the tests) are installed with apt-get when missing; the
 # Python dependencies go into .venv, reinstalled whenever pyproject.toml changes.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -26,6 +26,7 @@ have_mosquitto() {
 }
 
 ensure_system_packages() {
+    # $1 = "test" also brings strace: the no-phoning-home test traces onnxruntime's syscalls.
     local wanted=()
     "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
         echo "dev.sh: Python 3.11 or newer is required ($PYTHON is $("$PYTHON" --version 2>&1))" >&2
@@ -33,6 +34,9 @@ ensure_system_packages() {
     }
     "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || wanted+=("python3-venv")
     have_mosquitto || wanted+=("mosquitto")
+    if [ "${1:-}" = "test" ]; then
+        command -v strace >/dev/null 2>&1 || wanted+=("strace")
+    fi
     if [ ${#wanted[@]} -gt 0 ]; then
         apt_install "${wanted[@]}"
     fi
@@ -58,7 +62,7 @@ case "$cmd" in
         exec "$VENV/bin/lane-agent" demo "$@"
         ;;
     test)
-        ensure_system_packages
+        ensure_system_packages test
         ensure_venv
         "$VENV/bin/ruff" check .
         "$VENV/bin/ruff" format --check .

@@ -68,7 +68,20 @@ def run(config_path: Path) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    sys.exit(LaneService(config).run(stop))
+    from agent.cache import CacheError
+    from agent.cache.trust import TrustError
+
+    try:
+        code = LaneService(config).run(stop)
+    except TrustError as exc:
+        # A trust file that is missing, unparsable or writable by others is a config problem:
+        # systemd must not restart into it (RestartPreventExitStatus=78).
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EX_CONFIG)
+    except CacheError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EX_UNAVAILABLE)
+    sys.exit(code)
 
 
 # --- config -------------------------------------------------------------------------------
@@ -144,8 +157,16 @@ def _cache_path(config_path: Path, db_path: Path | None) -> Path:
 @_config_option
 @_db_option
 def cache_import(file: Path, config_path: Path, db_path: Path | None) -> None:
-    """Load credentials from FILE (.ndjson/.jsonl or .csv); all or nothing."""
+    """Load credentials from FILE: a signed bundle, or plain .ndjson/.jsonl/.csv; all or nothing.
+
+    A bundle is verified against cache.trust_file (docs/bundles.md). Plain files are for labs and
+    the first load, and are refused into a cache kept by signed bundles.
+    """
     from agent.cache import CacheError, CacheImportError, CredentialCache
+    from agent.cli_central import import_bundle, is_bundle
+
+    if is_bundle(file):
+        sys.exit(import_bundle(file, config_path, db_path))
 
     path = _cache_path(config_path, db_path)
     try:
@@ -270,6 +291,13 @@ def demo(vehicles: int, speed: float, seed: int | None, workdir: Path | None) ->
 
     sys.exit(run_demo(vehicles=vehicles, speed=speed, seed=seed, workdir=workdir, out=sys.stdout))
 
+
+from agent.cli_central import bundle, keys  # noqa: E402 - the central tools, registered last
+from agent.cli_plate import plate  # noqa: E402
+
+main.add_command(keys)
+main.add_command(bundle)
+main.add_command(plate)
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

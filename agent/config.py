@@ -11,8 +11,10 @@ directory can be moved as a whole.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
+import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agent.lane.correlator import CorrelationSettings
 from agent.lane.credentials import Program
+from agent.lane.plates import PlateCheck
 from agent.lane.policy import LanePolicy, LaneType
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
@@ -196,6 +199,51 @@ class CacheConfig(_Section):
         default=Path("/var/lib/lane-agent/credentials.db"),
         description="SQLite file of the credential cache (created mode 0600).",
     )
+    trust_file: Path | None = Field(
+        default=None,
+        description="Trust file naming the keys that sign cache bundles and how many must sign "
+        "(docs/bundles.md). Root-owned, not group/world-writable. Unset: signed updates are off "
+        "and only a technician's plain import fills the cache.",
+    )
+    max_cache_age_s: float = Field(
+        default=86400.0,
+        ge=0.0,
+        le=30 * 86400.0,
+        description="Older cache data than this (since the last verified bundle or freshness "
+        "notice) no longer supports EXPEDITE (reason CACHE_STALE). 0 disables the check: lab only.",
+    )
+    max_snapshot_bytes: int = Field(
+        default=2 << 30,
+        ge=1 << 20,
+        le=16 << 30,
+        description="Largest snapshot bundle accepted, in bytes.",
+    )
+    max_update_bytes: int = Field(
+        default=64 << 20,
+        ge=64 << 10,
+        le=256 << 20,
+        description="Largest delta, revocation or freshness bundle accepted, in bytes.",
+    )
+    resync_interval_s: float = Field(
+        default=300.0,
+        ge=1.0,
+        le=86400.0,
+        description="Shortest time between two resync requests to central after a gap.",
+    )
+
+    @model_validator(mode="after")
+    def _update_not_larger_than_snapshot(self) -> Self:
+        if self.max_update_bytes > self.max_snapshot_bytes:
+            raise ValueError(
+                f"max_update_bytes ({self.max_update_bytes}) must not exceed max_snapshot_bytes "
+                f"({self.max_snapshot_bytes})"
+            )
+        return self
+
+    def relative_to(self, base: Path) -> CacheConfig:
+        """Resolve the file paths against ``base`` (the config file's directory)."""
+        trust = None if self.trust_file is None else base / self.trust_file
+        return self.model_copy(update={"path": base / self.path, "trust_file": trust})
 
 
 class OutboxConfig(_Section):
@@ -213,7 +261,15 @@ class OutboxConfig(_Section):
         default=86400.0,
         ge=0.0,
         le=30 * 86400.0,
-        description="Sent events are kept this long (for audit and re-send) before pruning.",
+        description="Sent events no ingest has confirmed are kept this long (for re-send after "
+        "a broker loss) before pruning; confirmed events leave at once.",
+    )
+    max_bytes: int = Field(
+        default=1 << 30,
+        ge=1 << 20,
+        le=1 << 40,
+        description="Size cap of the outbox file. Health and image records are evicted to keep "
+        "under it; crossings never are: when no crossing fits, the lane falls back to manual.",
     )
 
 
@@ -236,7 +292,12 @@ class MqttConfig(_Section):
         pattern=_TOPIC_PREFIX_PATTERN,
         description="First topic levels of every topic this lane publishes.",
     )
-    keepalive_s: int = Field(default=30, ge=5, le=600, description="MQTT keepalive in seconds.")
+    keepalive_s: int = Field(
+        default=30,
+        ge=5,
+        le=600,
+        description="A silent (half-open) broker link is detected within 1.5 x this many seconds.",
+    )
     max_inflight: int = Field(
         default=20,
         ge=1,
@@ -255,6 +316,71 @@ class MqttConfig(_Section):
     reconnect_max_s: float = Field(
         default=60.0, ge=1.0, le=600.0, description="Longest reconnect delay."
     )
+    tls: bool = Field(
+        default=False,
+        description="Mutual TLS to the broker; then ca_file, cert_file and key_file are required.",
+    )
+    ca_file: Path | None = Field(
+        default=None,
+        description="CA certificate(s) that signed the broker's certificate (PEM). A relative "
+        "name is looked up in $CREDENTIALS_DIRECTORY (systemd LoadCredential=) if set.",
+    )
+    cert_file: Path | None = Field(
+        default=None, description="This lane's client certificate (PEM); its CN is its identity."
+    )
+    key_file: Path | None = Field(
+        default=None, description="The private key of cert_file (PEM, unencrypted)."
+    )
+    updates_cert_file: Path | None = Field(
+        default=None,
+        description="Certificate of the cache-updates subscriber, the lane's second connection "
+        "(CN '<port_id>/<lane_id>/cache'): a broker that ties client ids to certificates lets "
+        "one certificate hold one connection. Needed with tls = true and cache.trust_file.",
+    )
+    updates_key_file: Path | None = Field(
+        default=None, description="The private key of updates_cert_file (PEM, unencrypted)."
+    )
+    status_interval_s: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=3600.0,
+        description="The retained status is republished this often, besides on every change.",
+    )
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> Self:
+        files = {"ca_file": self.ca_file, "cert_file": self.cert_file, "key_file": self.key_file}
+        if self.tls:
+            missing = [name for name, value in files.items() if value is None]
+            if missing:
+                raise ValueError(
+                    f"tls = true needs {', '.join(missing)}: the broker is verified against "
+                    "ca_file and the lane proves its identity with cert_file and key_file"
+                )
+        elif any(value is not None for value in files.values()):
+            raise ValueError("ca_file, cert_file and key_file are only used with tls = true")
+        updates = (self.updates_cert_file, self.updates_key_file)
+        if (updates[0] is None) != (updates[1] is None):
+            raise ValueError("updates_cert_file and updates_key_file go together")
+        if updates[0] is not None and not self.tls:
+            raise ValueError("updates_cert_file and updates_key_file are only used with tls = true")
+        return self
+
+    def with_credentials_from(self, base: Path, credentials_directory: str | None) -> MqttConfig:
+        """Resolve relative TLS file names: in ``credentials_directory`` if given, else ``base``."""
+        root = Path(credentials_directory) if credentials_directory else base
+        update = {
+            name: root / value
+            for name, value in (
+                ("ca_file", self.ca_file),
+                ("cert_file", self.cert_file),
+                ("key_file", self.key_file),
+                ("updates_cert_file", self.updates_cert_file),
+                ("updates_key_file", self.updates_key_file),
+            )
+            if value is not None
+        }
+        return self.model_copy(update=update) if update else self
 
     @model_validator(mode="after")
     def _backoff_order(self) -> Self:
@@ -295,6 +421,115 @@ class ServiceConfig(_Section):
     )
 
 
+class CameraConfig(_Section):
+    """The lane camera that reads licence plates (docs/vision.md)."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Read plates. Off: the lane decides on cards alone, as without a camera.",
+    )
+    source: str = Field(
+        default="/dev/video0",
+        min_length=1,
+        max_length=1024,
+        description="rtsp:// or http(s):// stream URL, V4L2 device (/dev/videoN or an index), "
+        "video file, or folder of images.",
+    )
+    roi: tuple[int, int, int, int] | None = Field(
+        default=None,
+        description="Region of interest [x, y, width, height] in pixels where plates appear; "
+        "unset: the whole frame.",
+    )
+    folder_fps: float = Field(
+        default=5.0, ge=0.5, le=60.0, description="Frame rate at which a folder source plays."
+    )
+    stall_timeout_s: float = Field(
+        default=5.0,
+        ge=0.5,
+        le=120.0,
+        description="No frame for this long: camera unavailable, the lane runs RFID-only.",
+    )
+    reconnect_min_s: float = Field(
+        default=1.0, ge=0.1, le=60.0, description="First reopen delay (doubles, with jitter)."
+    )
+    reconnect_max_s: float = Field(
+        default=30.0, ge=1.0, le=600.0, description="Longest reopen delay."
+    )
+
+    @model_validator(mode="after")
+    def _camera_checks(self) -> Self:
+        if self.roi is not None:
+            x, y, width, height = self.roi
+            if (
+                min(x, y) < 0
+                or max(x, y) > 16384
+                or not (16 <= width <= 16384)
+                or not (16 <= height <= 16384)
+            ):
+                raise ValueError(
+                    f"roi {list(self.roi)} must be [x, y, width, height] with x, y 0-16384 and "
+                    "width, height 16-16384 pixels"
+                )
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(
+                f"reconnect_min_s ({self.reconnect_min_s}) must not exceed reconnect_max_s "
+                f"({self.reconnect_max_s})"
+            )
+        return self
+
+
+class VisionConfig(_Section):
+    """The plate reader and how plate readings are combined (docs/vision.md)."""
+
+    models_dir: Path | None = Field(
+        default=None,
+        description="Folder with manifest.toml and the ONNX models; unset: the models shipped "
+        "with the agent.",
+    )
+    threads: int = Field(
+        default=1, ge=1, le=2, description="Inference threads (the RFID path keeps the rest)."
+    )
+    max_fps: float = Field(default=4.0, ge=0.2, le=30.0, description="Most frames read per second.")
+    min_read_confidence: float = Field(
+        default=0.3, ge=0.0, le=1.0, description="Frame readings below this are discarded."
+    )
+    min_plate_confidence: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="A crossing's voted plate below this counts as not read.",
+    )
+    candidates: int = Field(
+        default=5, ge=1, le=20, description="Plate candidates kept per crossing (top-N)."
+    )
+    plate_preroll_s: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=10.0,
+        description="Readings this long before a crossing opens join it (the camera sees the "
+        "plate before the vehicle reaches the loop).",
+    )
+    reader_retry_s: float = Field(
+        default=60.0,
+        ge=5.0,
+        le=3600.0,
+        description="After a model failure, how long to run RFID-only before reloading.",
+    )
+    jpeg_quality: int = Field(
+        default=85, ge=30, le=95, description="JPEG quality of the plate crop sent with events."
+    )
+
+    def with_plates(
+        self, correlation: CorrelationSettings, policy: LanePolicy
+    ) -> tuple[CorrelationSettings, LanePolicy]:
+        """The lane core's settings with plate reading added (for a lane with a camera)."""
+        check = PlateCheck(top_n=self.candidates, min_confidence=self.min_plate_confidence)
+        return (
+            dataclasses.replace(correlation, plate_preroll_s=self.plate_preroll_s),
+            dataclasses.replace(policy, plate_check=check),
+        )
+
+
 class AgentConfig(_Section):
     """The whole lane config file."""
 
@@ -307,6 +542,22 @@ class AgentConfig(_Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Uplink to central.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     service: ServiceConfig = Field(default_factory=ServiceConfig, description="Engine loop.")
+    camera: CameraConfig = Field(default_factory=CameraConfig, description="Lane camera.")
+    vision: VisionConfig = Field(default_factory=VisionConfig, description="Plate reading.")
+
+    @model_validator(mode="after")
+    def _updates_subscriber_has_its_own_certificate(self) -> Self:
+        if (
+            self.cache.trust_file is not None
+            and self.mqtt.tls
+            and self.mqtt.updates_cert_file is None
+        ):
+            raise ValueError(
+                "mqtt.updates_cert_file and mqtt.updates_key_file are required with tls = true and "
+                "cache.trust_file set: the cache-updates subscriber is a second connection and "
+                f"needs its own certificate (CN '{self.lane.port_id}/{self.lane.lane_id}/cache')"
+            )
+        return self
 
     @property
     def mqtt_client_id(self) -> str:
@@ -317,8 +568,16 @@ class AgentConfig(_Section):
         """Resolve relative file paths against ``base`` (the config file's directory)."""
         return self.model_copy(
             update={
-                "cache": self.cache.model_copy(update={"path": base / self.cache.path}),
+                "cache": self.cache.relative_to(base),
                 "outbox": self.outbox.model_copy(update={"path": base / self.outbox.path}),
+                "mqtt": self.mqtt.with_credentials_from(
+                    base, os.environ.get("CREDENTIALS_DIRECTORY")
+                ),
+                "vision": self.vision.model_copy(
+                    update={"models_dir": base / self.vision.models_dir}
+                )
+                if self.vision.models_dir is not None
+                else self.vision,
             }
         )
 

@@ -9,6 +9,7 @@ tag's chip id.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from agent.lane.plates import PlateOutcome
 from agent.lane.policy import CardMatch, Decision, LaneType
 
 SCHEMA_ID = "lane-agent/crossing-event/1"
@@ -38,6 +40,8 @@ class CacheInfo:
 
     data_version: str | None
     imported_at: datetime | None
+    bundle_version: int | None = None
+    """Version of the signed bundle in force (None: plain import, no bundle yet)."""
 
 
 def uuid7(now_ns: int | None = None) -> uuid.UUID:
@@ -83,9 +87,12 @@ def build_crossing_event(
         "recommendation": decision.recommendation.value,
         "reasons": [reason.value for reason in decision.reasons],
         "cards": [_card(match) for match in decision.matches],
+        "plate": _plate(decision.plate) if decision.plate else None,
         "cache": {
             "data_version": cache.data_version,
             "imported_at": iso(cache.imported_at) if cache.imported_at else None,
+            "bundle_version": cache.bundle_version,
+            "age_s": None if decision.cache_age_s is None else round(decision.cache_age_s, 3),
         },
         "agent": {"version": lane.agent_version},
     }
@@ -105,6 +112,30 @@ def _card(match: CardMatch) -> dict[str, Any]:
         "best_rssi_dbm": round(seen.best_rssi_dbm, 1),
         "antennas": list(seen.antennas),
         "first_read_at": iso(seen.first_at),
+    }
+
+
+def plate_image(decision: Decision) -> bytes | None:
+    """The JPEG crop sent with the event on the image topic (None: no plate image)."""
+    vote = decision.plate.vote if decision.plate else None
+    return vote.best_reading.crop_jpeg or None if vote else None
+
+
+def _plate(outcome: PlateOutcome) -> dict[str, Any]:
+    vote = outcome.vote
+    vehicle = outcome.match.vehicle
+    crop = vote.best_reading.crop_jpeg if vote else b""
+    return {
+        "match": outcome.match.kind.value,
+        "text": vote.text if vote else None,
+        "confidence": vote.confidence if vote else None,
+        "candidates": [
+            {"text": c.text, "confidence": c.confidence} for c in (vote.candidates if vote else ())
+        ],
+        "readings": vote.readings if vote else 0,
+        "formats": list(vote.formats) if vote else [],
+        "registered_jurisdiction": vehicle.jurisdiction if vehicle else None,
+        "image_sha256": hashlib.sha256(crop).hexdigest() if crop else None,
     }
 
 

@@ -16,7 +16,7 @@ import random
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,12 +29,14 @@ from agent.cache import CredentialCache
 from agent.config import (
     AgentConfig,
     CacheConfig,
+    CameraConfig,
     ControllerConfig,
     CorrelationConfig,
     LaneConfig,
     LoggingConfig,
     MqttConfig,
     OutboxConfig,
+    VisionConfig,
 )
 from agent.devbroker import (
     INSTALL_HINT,
@@ -88,10 +90,19 @@ DEMO_CREDENTIALS: tuple[tuple[str, Program, CredentialStatus, datetime], ...] = 
     ),
 )
 _KNOWN_REFS = tuple(ref for ref, *_ in DEMO_CREDENTIALS)
+DEMO_ROI = (144, 240, 352, 192)
+"""Where the synthetic camera's plates appear (agent/vision/synth.py): less to read per frame."""
 
 
-def demo_records() -> list[dict[str, object]]:
-    """The demo cache as import records (the same shape a technician's NDJSON file has)."""
+def demo_records(
+    plates: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+) -> list[dict[str, object]]:
+    """The demo cache as import records (the same shape a technician's NDJSON file has).
+
+    ``plates`` maps a card reference to the (plate, jurisdiction) pairs registered to its
+    holder; cards it does not name get a placeholder vehicle.
+    """
+    registered = plates or {}
     return [
         {
             "ref": ref,
@@ -101,14 +112,23 @@ def demo_records() -> list[dict[str, object]]:
             "valid_from": (_NOW - timedelta(days=365)).isoformat(),
             "valid_until": until.isoformat(),
             "holder_ref": f"H-DEMO-{index:04d}",
-            "vehicles": [{"plate": f"DEMO{index:03d}", "jurisdiction": "CA"}],
+            "vehicles": [
+                {"plate": plate, "jurisdiction": jurisdiction}
+                for plate, jurisdiction in registered.get(ref, [(f"DEMO{index:03d}", "CA")])
+            ],
         }
         for index, (ref, program, status, until) in enumerate(DEMO_CREDENTIALS, start=1)
     ]
 
 
-def demo_config(workdir: Path, device: str, broker_port: int, speed: float) -> AgentConfig:
-    """A trusted-traveller lane whose timing is scaled to the simulator's speed."""
+def demo_config(
+    workdir: Path, device: str, broker_port: int, speed: float, *, camera: bool = False
+) -> AgentConfig:
+    """A trusted-traveller lane whose timing is scaled to the simulator's speed.
+
+    With ``camera`` the lane reads plates from the synthetic camera (``DEMO_ROI`` is where its
+    plates appear).
+    """
     return AgentConfig(
         lane=LaneConfig(
             port_id="DEMO",
@@ -124,7 +144,24 @@ def demo_config(workdir: Path, device: str, broker_port: int, speed: float) -> A
             host="127.0.0.1", port=broker_port, reconnect_min_s=0.2, reconnect_max_s=2.0
         ),
         logging=LoggingConfig(level="WARNING", format="text"),
+        camera=CameraConfig(enabled=camera, source="synthetic", roi=DEMO_ROI),
+        vision=VisionConfig(max_fps=8.0, plate_preroll_s=min(2.0, 2.0 / speed)),
     )
+
+
+def registered_plates(scenario: Scenario) -> dict[str, list[tuple[str, str]]]:
+    """Register each vehicle's plate to the holders of its cards, except every fourth vehicle's,
+    so the demo shows plates that match and plates registered to nobody in the car."""
+    plates: dict[str, list[tuple[str, str]]] = {}
+    for index, vehicle in enumerate(scenario.vehicles):
+        if index % 4 == 3 or vehicle.plate is None:
+            continue
+        for card in vehicle.cards:
+            # The cache keeps 2-3 letter codes: a scenario's "MX-BCN" is registered as "MX".
+            entry = (vehicle.plate, (vehicle.jurisdiction or "CA").split("-")[0])
+            if entry not in plates.setdefault(card.epc, []):
+                plates[card.epc].append(entry)
+    return plates
 
 
 def run_demo(
@@ -142,7 +179,7 @@ def run_demo(
             vehicles, _KNOWN_REFS, seed if seed is not None else random.randrange(1 << 30)
         )
         with CredentialCache.open(directory / "credentials.db") as cache:
-            cache.import_records(demo_records(), source="demo")
+            cache.import_records(demo_records(registered_plates(scenario)), source="demo")
         broker: PrivateMosquitto | None = None
         try:
             broker = PrivateMosquitto(directory)
@@ -176,10 +213,16 @@ def _run(
     simulator = ControllerSimulator(scenario, speed=speed)
     simulator.start()
     port = broker.port if broker else free_loopback_port()
-    config = demo_config(directory, simulator.device_path, port, speed)
+    config = demo_config(directory, simulator.device_path, port, speed, camera=True)
+    from agent.vision.synth import ScenarioCamera, vehicle_at_booth  # OpenCV: only when used
+
+    camera = ScenarioCamera(
+        scenario,
+        lambda: vehicle_at_booth(simulator.sent_events(), config.lane.correlation.presence_loop_id),
+    )
     received: queue.Queue[dict[str, Any]] = queue.Queue()
     subscriber = _subscribe(broker, config, received) if broker else None
-    service = LaneService(config)
+    service = LaneService(config, camera_source=camera)
     stop = threading.Event()
     worker = threading.Thread(target=service.run, args=(stop,), name="lane-service", daemon=True)
     print(
@@ -281,7 +324,13 @@ def format_crossing(event: dict[str, Any]) -> str:
         or "no card"
     )
     reasons = ",".join(event["reasons"]) or "-"
+    plate = event.get("plate")
+    seen = ""
+    if plate is not None:
+        text = plate["text"] or "-"
+        confidence = f" {plate['confidence']:.2f}" if plate["confidence"] is not None else ""
+        seen = f"plate {text}{confidence} {plate['match']}  "
     return (
-        f"#{event['seq']:<3} {closed}  {event['recommendation']:<8}  {cards}  "
+        f"#{event['seq']:<3} {closed}  {event['recommendation']:<8}  {seen}{cards}  "
         f"[reasons: {reasons}; {event['closed_by']}]"
     )

@@ -15,23 +15,26 @@ thread ever touches lane state.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent.cache import CredentialCache
+from agent.cache.channel import CacheChannel
 from agent.config import AgentConfig
-from agent.crossing_event import CacheInfo, LaneIdentity, build_crossing_event, encode, uuid7
+from agent.crossing_event import LaneIdentity, build_crossing_event, encode, uuid7
 from agent.lane.engine import LaneEngine
-from agent.lane.events import LaneInput, LoopChanged, TagRead, Tick
+from agent.lane.events import LaneInput, LoopChanged, PlateSeen, TagRead, Tick, VisionChanged
 from agent.lane.policy import Decision
 from agent.sdnotify import SystemdNotifier
-from agent.uplink.outbox import Outbox
-from agent.uplink.publisher import MqttUplink, UplinkState
+from agent.uplink.delivery import Delivery
+from agent.uplink.publisher import UplinkState
 from agent.uplink.topics import Topics
 from firmware_bridge import codec
 from firmware_bridge.link import (
@@ -43,6 +46,9 @@ from firmware_bridge.link import (
     SignalAcked,
     SignalFailed,
 )
+
+if TYPE_CHECKING:
+    from agent.vision.capture import FrameSource
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +81,12 @@ class LaneService:
         *,
         clock: Callable[[], float] = time.time,
         notifier: SystemdNotifier | None = None,
+        camera_source: FrameSource | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
+        self.camera_source = camera_source
+        """Frames from this object instead of ``camera.source`` (the demo's synthetic camera)."""
         self.notifier = notifier or SystemdNotifier()
         self.counters = ServiceCounters()
         self.inbox: queue.Queue[object] = queue.Queue()
@@ -95,24 +104,19 @@ class LaneService:
         """Run until ``stop`` is set; return the process exit code."""
         config = self.config
         cache = CredentialCache.open(config.cache.path)
-        outbox = Outbox(
-            config.outbox.path,
-            synchronous=config.outbox.synchronous,
-            retain_sent_s=config.outbox.retain_sent_s,
-        )
-        uplink = MqttUplink(
-            outbox,
+        # Freshness for the engine; with cache.trust_file, central's signed updates over MQTT.
+        self.cache_channel = cache_channel = CacheChannel(config, cache, clock=self.clock)
+        # Outbox, uplink, status and the fail-safe for crossings that cannot be stored.
+        delivery = Delivery.open(
+            config,
             self.topics,
-            host=config.mqtt.host,
-            port=config.mqtt.port,
-            client_id=config.mqtt_client_id,
-            keepalive_s=config.mqtt.keepalive_s,
-            max_inflight=config.mqtt.max_inflight,
-            reconnect_min_s=config.mqtt.reconnect_min_s,
-            reconnect_max_s=config.mqtt.reconnect_max_s,
-            session_expiry_s=config.mqtt.session_expiry_s,
+            {"port_id": config.lane.port_id, "lane_id": config.lane.lane_id, "agent": __version__},
             on_state_change=lambda state: self.inbox.put_nowait(UplinkChanged(state)),
+            clock=self.clock,
         )
+        self.delivery = delivery
+        delivery.board.contribute("cache", cache_channel.status)  # version, age, refusals
+        outbox, uplink = delivery.outbox, delivery.uplink
         link = ControllerLink(
             config.controller.device,
             on_message=self.inbox.put_nowait,
@@ -122,38 +126,58 @@ class LaneService:
             signal_retry_interval_s=config.controller.signal_ack_timeout_s,
         )
         self._link = link
-        engine = LaneEngine(config.lane.correlation.settings(), config.lane.policy(), cache.lookup)
-        cache_stats = cache.stats()
-        cache_info = CacheInfo(
-            data_version=cache_stats.data_version, imported_at=cache_stats.imported_at
+        delivery.attach_signal(link)
+        correlation, lane_policy = config.lane.correlation.settings(), config.lane.policy()
+        plates = None
+        if config.camera.enabled:
+            # cv2 and onnxruntime load only in a lane with a camera (docs/vision.md).
+            from agent.vision.pipeline import build_plate_pipeline
+
+            correlation, lane_policy = config.vision.with_plates(correlation, lane_policy)
+            plates = build_plate_pipeline(
+                config,
+                self.inbox.put_nowait,
+                board=delivery.board,
+                clock=self.clock,
+                source=self.camera_source,
+            )
+        engine = LaneEngine(
+            correlation,
+            cache_channel.policy(lane_policy),
+            cache.lookup,
+            cache_channel.fresh_at,
         )
+        # meta() reads a few rows; stats() would count 15 M credentials at every start.
         logger.info(
-            "lane %s/%s (%s) starting: %d credentials in cache, %d events waiting in outbox",
+            "lane %s/%s (%s) starting: cache data version %s, %d events waiting in outbox",
             config.lane.port_id,
             config.lane.lane_id,
             config.lane.lane_type.value,
-            cache_stats.credentials,
+            cache.meta().get("data_version", "none"),
             outbox.stats().depth,
         )
 
         def commit(decision: Decision) -> None:
             committed_at = self.clock()
             event_id = uuid7()
-            row = outbox.append(
-                topic=self.topics.crossing,
-                build_payload=lambda seq: encode(
+            row = delivery.commit(
+                lambda seq: encode(
                     build_crossing_event(
                         decision,
                         seq=seq,
                         event_id=event_id,
                         lane=self.identity,
-                        cache=cache_info,
+                        cache=cache_channel.cache_info(),
                         committed_at=committed_at,
                     )
-                ),
+                )
             )
-            uplink.notify()
             self._count(decision)
+            if row is None:  # held in memory until the outbox takes it; the lane is on manual
+                logger.error("crossing %s held: the outbox cannot store it", event_id)
+                return
+            if plates is not None and plates.store_image(outbox, self.topics, decision):
+                uplink.notify()
             logger.info(
                 "crossing seq=%d %s reasons=%s cards=%d closed_by=%s",
                 row.seq,
@@ -168,20 +192,25 @@ class LaneService:
                 )
 
         try:
+            cache_channel.start()
             uplink.start()
             link.start()
+            if plates is not None:
+                plates.start()
             self.notifier.ready(f"lane {config.lane.port_id}/{config.lane.lane_id} running")
             self.ready.set()
             self._loop(stop, engine, commit)
         finally:
             self.notifier.stopping()
+            if plates is not None:
+                plates.stop()
             link.close()
             # Inputs that arrived before the link closed still belong to vehicles: apply them.
             self._drain(engine, commit)
             for decision in engine.shutdown(self.clock()):
                 commit(decision)
-            uplink.stop(timeout_s=config.service.shutdown_flush_s)
-            outbox.close()
+            delivery.close(config.service.shutdown_flush_s)
+            cache_channel.stop()
             cache.close()
             logger.info(
                 "lane stopped: %d crossings this run (%s)",
@@ -211,6 +240,7 @@ class LaneService:
                 item = None
             for decision in self._apply(engine, item):
                 commit(decision)
+            self.delivery.tick()
             if watchdog_every is not None and time.monotonic() >= next_watchdog:
                 self.notifier.watchdog()
                 next_watchdog = time.monotonic() + watchdog_every
@@ -244,6 +274,10 @@ class LaneService:
             case codec.Loop():
                 self.counters.loop_events += 1
                 return LoopChanged(at=now, loop_id=item.loop_id, occupied=item.occupied)
+            case PlateSeen():
+                return item  # stamped by the plate thread with its frame's capture time
+            case VisionChanged():
+                return dataclasses.replace(item, at=now)
             case codec.Fault():
                 self.counters.controller_faults += 1
                 logger.warning("controller fault %s: %s", item.code, item.detail)

@@ -142,3 +142,27 @@ def test_simulate_prints_its_device_then_plays_the_scenario_to_a_real_link() -> 
     reads = [m for m in messages if isinstance(m, TagRead)]
     assert [m.occupied for m in loops] == [True, False] * 5
     assert REF in {r.epc_hex for r in reads}
+
+
+def test_run_with_a_world_writable_trust_file_exits_78_with_one_clear_line(tmp_path: Path) -> None:
+    """Whoever can write the trust file decides who is expedited: refuse to start, no traceback."""
+    trust = tmp_path / "trust.json"
+    trust.write_text("{}")
+    trust.chmod(0o666)
+    config = tmp_path / "lane.toml"
+    config.write_text(
+        '[lane]\nport_id = "SYS"\nlane_id = "L1"\n'
+        f'[cache]\npath = "credentials.db"\ntrust_file = "{trust}"\n'
+        '[controller]\ndevice = "/nonexistent/tty"\n[mqtt]\nport = 9\n[logging]\nformat = "text"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 78, result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"error: trust file {trust}: ")
+    assert "Traceback" not in result.stderr

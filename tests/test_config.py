@@ -57,13 +57,14 @@ def test_client_id_defaults_to_port_and_lane(tmp_path: Path) -> None:
 INVALID = [
     pytest.param(
         MINIMAL + "[mqtt]\nprot = 1883\n",
-        ":5: mqtt.prot = 1883: unknown key; did you mean 'port'? allowed here: client_id, host, "
-        "keepalive_s, max_inflight, port, reconnect_max_s, reconnect_min_s, session_expiry_s, topic_prefix",
+        ":5: mqtt.prot = 1883: unknown key; did you mean 'port'? allowed here: ca_file, cert_file, "
+        "client_id, host, keepalive_s, key_file, max_inflight, port, reconnect_max_s, reconnect_min_s, "
+        "session_expiry_s, status_interval_s, tls, topic_prefix, updates_cert_file, updates_key_file",
         id="misspelt-key",
     ),
     pytest.param(
         MINIMAL + "[mqqt]\nport = 1883\n",
-        ":4: mqqt: unknown key; did you mean 'mqtt'? allowed here: cache, controller, lane, logging, mqtt, outbox, service",
+        ":4: mqqt: unknown key; did you mean 'mqtt'? allowed here: cache, camera, controller, lane, logging, mqtt, outbox, service, vision",
         id="misspelt-section",
     ),
     pytest.param(
@@ -206,3 +207,25 @@ def test_cli_config_check_misspelt_key_exits_78_naming_the_key(tmp_path: Path) -
         f"error: {path}:5: mqtt.prot = 1883: unknown key; did you mean 'port'?"
     )
     assert lines[-1] == "1 problem(s); nothing was started."
+
+
+def test_signed_updates_over_tls_need_the_subscribers_own_certificate(tmp_path: Path) -> None:
+    """One certificate holds one connection on a broker that ties client ids to certificates."""
+    path = write(
+        tmp_path,
+        MINIMAL
+        + '[cache]\ntrust_file = "trust.json"\n'
+        + '[mqtt]\ntls = true\nca_file = "ca.pem"\ncert_file = "lane.pem"\nkey_file = "lane.key"\n',
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    (problem,) = caught.value.problems
+    assert problem.key == "(top level)"
+    assert problem.message.startswith(
+        "mqtt.updates_cert_file and mqtt.updates_key_file are required with tls = true"
+    )
+    assert "CN 'SYS-0250/L03/cache'" in problem.message
+    fixed = path.read_text() + 'updates_cert_file = "cache.pem"\nupdates_key_file = "cache.key"\n'
+    path.write_text(fixed)
+    config = load_config(path)
+    assert config.mqtt.updates_cert_file == tmp_path / "cache.pem"

@@ -117,6 +117,23 @@ def test_event_carries_match_results_but_not_the_chip_id() -> None:
     assert event["opened_at"] == "2026-11-28T11:59:55.500Z"
 
 
+def test_event_carries_the_cache_version_and_age_the_decision_used() -> None:
+    stale = LanePolicy(LaneType.TRUSTED_TRAVELLER, frozenset({Program.SENTRI}), max_cache_age_s=60)
+    decision = decide(crossing([KNOWN.ref]), {KNOWN.ref: KNOWN}.get, stale, AT - 90.25)
+    info = CacheInfo("bundle:7", datetime(2026, 11, 28, tzinfo=UTC), bundle_version=7)
+    event = build_crossing_event(
+        decision, seq=1, event_id=uuid7(), lane=LANE, cache=info, committed_at=AT
+    )
+    jsonschema.validate(event, SCHEMA)
+    assert event["cache"] == {
+        "data_version": "bundle:7",
+        "imported_at": "2026-11-28T00:00:00.000Z",
+        "bundle_version": 7,
+        "age_s": 90.25,
+    }
+    assert "CACHE_STALE" in event["reasons"]
+
+
 def test_uuid7_is_version_7_and_ordered_by_time() -> None:
     first = uuid7(now_ns=1_700_000_000_000_000_000)
     later = uuid7(now_ns=1_700_000_000_001_000_000)

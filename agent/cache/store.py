@@ -234,6 +234,7 @@ class CredentialCache:
         self.path = path
         self.read_only = read_only
         self._connection = connection
+        self._file = path.resolve()
         self._lock = threading.Lock()
 
     @classmethod
@@ -258,7 +259,11 @@ class CredentialCache:
                 )
             else:
                 _create_private_file(path)
-                connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                # The resolved file, so SQLite names its -wal and -shm after the snapshot file a
+                # symlink points to (see agent.cache.install): each file keeps its own journal.
+                connection = sqlite3.connect(
+                    path.resolve(), isolation_level=None, check_same_thread=False
+                )
         except (OSError, sqlite3.Error) as err:
             raise CacheOpenError(
                 path, f"cannot open ({err})", "check the path and its permissions"
@@ -285,6 +290,34 @@ class CredentialCache:
             raise
         logger.info("credential cache open at %s (read_only=%s)", path, read_only)
         return cls(path, connection, read_only=read_only)
+
+    @property
+    def current_file(self) -> Path:
+        """The file the lookups read: ``path`` itself or the snapshot its symlink named."""
+        return self._file
+
+    def reopen(self) -> bool:
+        """Switch lookups to the file ``path`` names now, if that changed (a snapshot swap).
+
+        The new connection is opened and checked before the lock is taken, so lookups wait only
+        for the swap of one reference; the old connection is closed afterwards. Returns whether
+        it switched. Raises CacheOpenError when the new file cannot be used (lookups stay on the
+        old one).
+        """
+        if self.path.resolve() == self._file:
+            return False
+        fresh = CredentialCache.open(self.path, read_only=self.read_only)
+        with self._lock:
+            old, self._connection = self._connection, fresh._connection
+            self._file = fresh._file
+        old.close()
+        logger.info("credential cache switched to %s", self._file.name)
+        return True
+
+    def meta(self) -> dict[str, str]:
+        """The ``meta`` table: provenance and bundle state (see agent.cache.install)."""
+        with self._lock:
+            return dict(self._connection.execute("SELECT key, value FROM meta").fetchall())
 
     def close(self) -> None:
         """Close the connection; later calls fail with sqlite3.ProgrammingError."""
@@ -397,6 +430,13 @@ class CredentialCache:
             connection = self._connection
             try:
                 connection.execute("BEGIN IMMEDIATE")
+                if connection.execute("SELECT 1 FROM meta WHERE key = 'bundle_version'").fetchone():
+                    raise CacheImportError(
+                        [
+                            f"{source_name}: (file): plain records: this cache is kept by signed"
+                            " bundles; import a bundle (lane-agent bundle build) instead"
+                        ]
+                    )
                 before = _count(connection)
                 for position, fields, read_problem in source:
                     found: list[Problem] = []
@@ -434,6 +474,9 @@ class CredentialCache:
                         ("data_version", version),
                         ("imported_at", records.format_timestamp(imported_at)),
                         ("source", source_name),
+                        # A technician's plain import counts as data verified when it was
+                        # loaded: the cache age (staleness) starts here (docs/bundles.md).
+                        ("fresh_at", str(int(imported_at.timestamp()))),
                     ],
                 )
                 connection.execute("COMMIT")
@@ -501,7 +544,7 @@ class CredentialCache:
             imported_at=None if imported_at is None else datetime.fromisoformat(imported_at),
             source=meta.get("source"),
             file_size_bytes=sum(
-                _size_or_zero(Path(f"{self.path}{suffix}")) for suffix in ("", "-wal")
+                _size_or_zero(Path(f"{self._file}{suffix}")) for suffix in ("", "-wal")
             ),
         )
 
@@ -590,7 +633,7 @@ def _prepare(connection: sqlite3.Connection, path: Path, *, read_only: bool) -> 
     try:
         # Checked again under the write lock: another process may have created it meanwhile.
         if _is_blank(db):
-            _create_schema(db)
+            create_schema(db)
         connection.execute("COMMIT")
     finally:
         if connection.in_transaction:
@@ -609,7 +652,8 @@ def _identity(db: sqlite_utils.Database) -> tuple[int, int]:
     return application_id, user_version
 
 
-def _create_schema(db: sqlite_utils.Database) -> None:
+def create_schema(db: sqlite_utils.Database) -> None:
+    """Create every table, code table and view of an empty cache file."""
     # sqlite-utils cannot declare WITHOUT ROWID, so the two big tables are plain DDL.
     for statement in _CREATE_TABLES.split(";"):
         if statement.strip():

@@ -6,6 +6,13 @@ the loop, at the first read. It collects de-duplicated cards and closes when the
 (departure), when a tag-only crossing sees no vehicle and no reads for ``idle_timeout_s``, or
 after ``max_open_s`` as a safety net against a stuck loop.
 
+Plate readings carry the time their frame was captured, not the time inference finished, so a
+reading that arrives late still goes where its frame belongs: to the open crossing, or, when it
+was captured up to ``plate_preroll_s`` before the crossing opened (the camera sees the plate
+before the vehicle reaches the loop), to the next one. A reading of a frame captured before the
+last crossing closed arrives too late for it and is dropped (counted); so is a reading of the
+plate of the vehicle that just left, within ``straggler_window_s``, like a straggler card read.
+
 A card of the vehicle that just left is often read again while the next vehicle pulls up
 (reader fields reach past the booth). Such straggler reads within ``straggler_window_s`` of the
 close are dropped rather than attributed to the next vehicle, because a card cannot
@@ -15,9 +22,19 @@ physically belong to two consecutive vehicles within seconds.
 from __future__ import annotations
 
 import enum
+from collections import deque
 from dataclasses import dataclass, field
 
-from agent.lane.events import LaneInput, LoopChanged, TagRead, Tick
+from agent.lane.events import (
+    LaneInput,
+    LoopChanged,
+    PlateSeen,
+    TagRead,
+    Tick,
+    VisionChanged,
+    VisionFault,
+)
+from agent.lane.plates import fold_lookalikes
 
 
 class OpenedBy(enum.StrEnum):
@@ -46,6 +63,8 @@ class CorrelationSettings:
     max_open_s: float = 300.0
     straggler_window_s: float = 3.0
     min_rssi_dbm: float = -85.0
+    plate_preroll_s: float = 2.0
+    max_plate_readings: int = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +90,10 @@ class Crossing:
     closed_by: ClosedBy
     vehicle_detected: bool
     cards: tuple[CardObservation, ...]
+    plates: tuple[PlateSeen, ...] = ()
+    """Plate readings of this vehicle, in arrival order (empty without a camera)."""
+    vision_faults: tuple[VisionFault, ...] = ()
+    """Camera or plate reader faults in force at any time while the crossing was open."""
 
 
 @dataclass(slots=True)
@@ -102,6 +125,8 @@ class _OpenCrossing:
     vehicle_detected: bool
     last_activity_at: float
     cards: dict[str, _CardAccumulator] = field(default_factory=dict)
+    plates: list[PlateSeen] = field(default_factory=list)
+    vision_faults: set[VisionFault] = field(default_factory=set)
 
     def add_read(self, read: TagRead) -> None:
         self.last_activity_at = read.at
@@ -132,6 +157,8 @@ class _OpenCrossing:
             closed_by=closed_by,
             vehicle_detected=self.vehicle_detected,
             cards=tuple(c.freeze() for c in sorted(self.cards.values(), key=lambda c: c.first_at)),
+            plates=tuple(self.plates),
+            vision_faults=tuple(sorted(self.vision_faults)),
         )
 
 
@@ -144,6 +171,9 @@ class CorrelatorCounters:
     other_loop_events: int = 0
     unmatched_clears: int = 0
     out_of_order_events: int = 0
+    straggler_plates: int = 0
+    late_plates: int = 0
+    plates_over_limit: int = 0
 
 
 class CrossingCorrelator:
@@ -155,6 +185,10 @@ class CrossingCorrelator:
         self._open: _OpenCrossing | None = None
         self._recently_closed: dict[str, float] = {}
         self._last_at = float("-inf")
+        self._vision_fault: VisionFault | None = None
+        self._plate_preroll: deque[PlateSeen] = deque()
+        self._recently_closed_plates: dict[str, float] = {}
+        self._last_closed_at = float("-inf")
 
     @property
     def has_open_crossing(self) -> bool:
@@ -163,6 +197,11 @@ class CrossingCorrelator:
 
     def handle(self, event: LaneInput) -> list[Crossing]:
         """Apply one input; return the crossings it closed (zero, one or two)."""
+        if isinstance(event, PlateSeen):
+            # Stamped with its frame's capture time, which inference makes late by design: it
+            # neither moves the clock nor counts as out of order.
+            self._on_plate(event)
+            return []
         at = event.at
         if at < self._last_at:
             # Inputs come from one queue in arrival order; a clock step backwards must not
@@ -176,6 +215,10 @@ class CrossingCorrelator:
                 closed.extend(self._on_read(event, at))
             case LoopChanged():
                 closed.extend(self._on_loop(event, at))
+            case VisionChanged():
+                self._vision_fault = event.fault
+                if self._open is not None and event.fault is not None:
+                    self._open.vision_faults.add(event.fault)
             case Tick():
                 pass
         return closed
@@ -186,6 +229,7 @@ class CrossingCorrelator:
             return []
         crossing = self._open.close(max(at, self._open.opened_at), ClosedBy.SHUTDOWN)
         self._open = None
+        self._last_closed_at = crossing.closed_at
         return [crossing]
 
     def _expire(self, at: float) -> list[Crossing]:
@@ -195,6 +239,14 @@ class CrossingCorrelator:
             for ref, closed_at in self._recently_closed.items()
             if at - closed_at <= window
         }
+        self._recently_closed_plates = {
+            text: closed_at
+            for text, closed_at in self._recently_closed_plates.items()
+            if at - closed_at <= window
+        }
+        preroll = self.settings.plate_preroll_s
+        while self._plate_preroll and at - self._plate_preroll[0].at > preroll:
+            self._plate_preroll.popleft()
         current = self._open
         if current is None:
             return []
@@ -217,9 +269,54 @@ class CrossingCorrelator:
         assert self._open is not None
         crossing = self._open.close(at, closed_by)
         self._open = None
+        self._last_closed_at = at
         for card in crossing.cards:
             self._recently_closed[card.ref] = at
+        for plate in crossing.plates:
+            self._recently_closed_plates[fold_lookalikes(plate.text)] = at
         return crossing
+
+    def _begin(self, at: float, opened_by: OpenedBy, vehicle_detected: bool) -> _OpenCrossing:
+        """Open a crossing, taking the plate readings of the moments before it opened."""
+        opened = self._open = _OpenCrossing(
+            opened_at=at,
+            opened_by=opened_by,
+            vehicle_detected=vehicle_detected,
+            last_activity_at=at,
+        )
+        if self._vision_fault is not None:
+            opened.vision_faults.add(self._vision_fault)
+        earliest = at - self.settings.plate_preroll_s
+        opened.plates.extend(p for p in self._plate_preroll if p.at >= earliest)
+        self._plate_preroll.clear()
+        return opened
+
+    def _on_plate(self, seen: PlateSeen) -> None:
+        current = self._open
+        earliest = self._last_closed_at
+        if current is not None:
+            earliest = max(earliest, current.opened_at - self.settings.plate_preroll_s)
+        if seen.at < earliest:
+            self.counters.late_plates += 1  # its frame belongs to a crossing already decided
+            return
+        left_at = self._recently_closed_plates.get(fold_lookalikes(seen.text))
+        if left_at is not None and seen.at - left_at <= self.settings.straggler_window_s:
+            # Still in view after it left, even if the next vehicle's crossing has opened.
+            self.counters.straggler_plates += 1
+            return
+        if current is None:
+            self._plate_preroll.append(seen)
+            while len(self._plate_preroll) > self.settings.max_plate_readings:
+                self._plate_preroll.popleft()
+            return
+        if len(current.plates) >= self.settings.max_plate_readings:
+            # A vehicle parked in view for minutes: keep the most confident readings.
+            weakest = min(range(len(current.plates)), key=lambda i: current.plates[i].confidence)
+            self.counters.plates_over_limit += 1
+            if current.plates[weakest].confidence >= seen.confidence:
+                return
+            del current.plates[weakest]
+        current.plates.append(seen)
 
     def _on_read(self, read: TagRead, at: float) -> list[Crossing]:
         if read.rssi_dbm < self.settings.min_rssi_dbm:
@@ -231,9 +328,7 @@ class CrossingCorrelator:
             self.counters.straggler_reads += 1
             return []
         if current is None:
-            current = self._open = _OpenCrossing(
-                opened_at=at, opened_by=OpenedBy.TAG, vehicle_detected=False, last_activity_at=at
-            )
+            current = self._begin(at, OpenedBy.TAG, vehicle_detected=False)
         current.add_read(read if read.at == at else _retimed(read, at))
         return []
 
@@ -244,12 +339,7 @@ class CrossingCorrelator:
         current = self._open
         if change.occupied:
             if current is None:
-                self._open = _OpenCrossing(
-                    opened_at=at,
-                    opened_by=OpenedBy.LOOP,
-                    vehicle_detected=True,
-                    last_activity_at=at,
-                )
+                self._begin(at, OpenedBy.LOOP, vehicle_detected=True)
                 return []
             if not current.vehicle_detected:
                 current.vehicle_detected = True
@@ -257,9 +347,7 @@ class CrossingCorrelator:
                 return []
             # Occupied twice without a clear: the clear was lost, so the first vehicle left.
             closed = self._close(at, ClosedBy.NEXT_ARRIVAL)
-            self._open = _OpenCrossing(
-                opened_at=at, opened_by=OpenedBy.LOOP, vehicle_detected=True, last_activity_at=at
-            )
+            self._begin(at, OpenedBy.LOOP, vehicle_detected=True)
             return [closed]
         if current is None:
             self.counters.unmatched_clears += 1

@@ -22,15 +22,24 @@ class LaneEngine:
         correlation: CorrelationSettings,
         policy: LanePolicy,
         lookup: Callable[[str], Credential | None],
+        cache_fresh_at: Callable[[], float | None] = lambda: None,
     ) -> None:
+        """``cache_fresh_at`` returns when the cache data was last vouched for (Unix seconds)."""
         self.correlator = CrossingCorrelator(correlation)
         self.policy = policy
         self._lookup = lookup
+        self._cache_fresh_at = cache_fresh_at
 
     def handle(self, event: LaneInput) -> list[Decision]:
         """Apply one input; decide every crossing it closed."""
-        return [decide(c, self._lookup, self.policy) for c in self.correlator.handle(event)]
+        return [
+            decide(c, self._lookup, self.policy, self._cache_fresh_at())
+            for c in self.correlator.handle(event)
+        ]
 
     def shutdown(self, at: float) -> list[Decision]:
         """Close and decide whatever is open, so a clean stop loses no vehicle."""
-        return [decide(c, self._lookup, self.policy) for c in self.correlator.close_all(at)]
+        return [
+            decide(c, self._lookup, self.policy, self._cache_fresh_at())
+            for c in self.correlator.close_all(at)
+        ]

@@ -6,6 +6,7 @@ seconds). The core never reads a clock itself, so tests drive time with plain nu
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 
@@ -36,4 +37,35 @@ class Tick:
     at: float
 
 
-LaneInput = TagRead | LoopChanged | Tick
+@dataclass(frozen=True, slots=True)
+class PlateSeen:
+    """The plate thread read a licence plate in one camera frame.
+
+    ``crop_jpeg`` is the plate region as JPEG bytes (opaque to the core): the best reading's
+    crop is published with the crossing event.
+    """
+
+    at: float
+    text: str
+    confidence: float
+    char_confidences: tuple[float, ...] = ()
+    candidates: tuple[tuple[str, float], ...] = ()
+    crop_jpeg: bytes = b""
+
+
+class VisionFault(enum.StrEnum):
+    """Why the lane cannot read plates right now (it runs RFID-only meanwhile)."""
+
+    CAMERA_UNAVAILABLE = "camera_unavailable"
+    READER_UNAVAILABLE = "reader_unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class VisionChanged:
+    """The plate thread's health changed; ``fault`` None means plates are being read again."""
+
+    at: float
+    fault: VisionFault | None
+
+
+LaneInput = TagRead | LoopChanged | Tick | PlateSeen | VisionChanged

@@ -3,7 +3,10 @@
 The agent recommends; the officer decides. Nothing here admits anyone: the best outcome is
 ``EXPEDITE`` (the officer may process the vehicle as a trusted-traveller crossing), and it is
 given only when every card read is an active credential in a program this lane accepts and a
-vehicle was actually detected at the booth.
+vehicle was actually detected at the booth; in a lane with a camera, also only when the plate
+read is, character for character, one registered to a holder of a valid card. Missing or
+uncertain plate evidence (no plate read, camera or reader down, a look-alike match) withholds
+EXPEDITE and gives PRIMARY; a plate registered to none of the holders gives REFER.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from datetime import UTC, datetime
 
 from agent.lane.correlator import CardObservation, ClosedBy, Crossing
 from agent.lane.credentials import Credential, CredentialStatus, Program
+from agent.lane.plates import PlateCheck, PlateMatchKind, PlateOutcome, assess_plate
 
 
 class LaneType(enum.StrEnum):
@@ -44,7 +48,7 @@ class Recommendation(enum.StrEnum):
     EXPEDITE = "EXPEDITE"
     """Trusted-traveller lane, every card valid and accepted: standard expedited processing."""
     PRIMARY = "PRIMARY"
-    """General lane: normal primary inspection, card results shown for information."""
+    """Normal primary inspection: a general lane, or a camera lane without plate evidence."""
     REFER = "REFER"
     """Something does not add up: refer for closer inspection."""
     ALERT = "ALERT"
@@ -63,6 +67,13 @@ class Reason(enum.StrEnum):
     PROGRAM_NOT_ALLOWED = "PROGRAM_NOT_ALLOWED"
     NO_VEHICLE_DETECTED = "NO_VEHICLE_DETECTED"
     DEPARTURE_NOT_SEEN = "DEPARTURE_NOT_SEEN"
+    PLATE_NOT_REGISTERED = "PLATE_NOT_REGISTERED"
+    PLATE_LOOKALIKE_MATCH = "PLATE_LOOKALIKE_MATCH"
+    PLATE_NOT_READ = "PLATE_NOT_READ"
+    CAMERA_UNAVAILABLE = "CAMERA_UNAVAILABLE"
+    PLATE_READER_UNAVAILABLE = "PLATE_READER_UNAVAILABLE"
+    CACHE_STALE = "CACHE_STALE"
+    """The credential data is older than the lane's max_cache_age (or of unknown age)."""
 
 
 _REASON_FOR_RESULT: dict[CardResult, Reason] = {
@@ -74,6 +85,26 @@ _REASON_FOR_RESULT: dict[CardResult, Reason] = {
     CardResult.PROGRAM_NOT_ALLOWED: Reason.PROGRAM_NOT_ALLOWED,
 }
 
+_REASON_FOR_PLATE: dict[PlateMatchKind, Reason] = {
+    PlateMatchKind.NOT_REGISTERED: Reason.PLATE_NOT_REGISTERED,
+    PlateMatchKind.LOOKALIKE: Reason.PLATE_LOOKALIKE_MATCH,
+    PlateMatchKind.NOT_READ: Reason.PLATE_NOT_READ,
+    PlateMatchKind.CAMERA_UNAVAILABLE: Reason.CAMERA_UNAVAILABLE,
+    PlateMatchKind.READER_UNAVAILABLE: Reason.PLATE_READER_UNAVAILABLE,
+}
+
+NO_EXPEDITE_REASONS = frozenset(
+    {
+        Reason.PLATE_LOOKALIKE_MATCH,
+        Reason.PLATE_NOT_READ,
+        Reason.CAMERA_UNAVAILABLE,
+        Reason.PLATE_READER_UNAVAILABLE,
+        Reason.CACHE_STALE,
+    }
+)
+"""Missing or uncertain plate evidence: no EXPEDITE, but nothing against the traveller either,
+so the recommendation is PRIMARY (normal inspection) rather than REFER."""
+
 
 @dataclass(frozen=True, slots=True)
 class LanePolicy:
@@ -81,6 +112,10 @@ class LanePolicy:
 
     lane_type: LaneType
     allowed_programs: frozenset[Program]
+    plate_check: PlateCheck | None = None
+    """Set when the lane has a camera: EXPEDITE then also needs the plate of a card holder."""
+    max_cache_age_s: float | None = None
+    """Cache data older than this withholds EXPEDITE (CACHE_STALE); None: no limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +135,10 @@ class Decision:
     matches: tuple[CardMatch, ...]
     recommendation: Recommendation
     reasons: tuple[Reason, ...]
+    plate: PlateOutcome | None = None
+    """The plate result; None in a lane without a camera."""
+    cache_age_s: float | None = None
+    """Age of the cache data at the crossing's close; None when unknown."""
 
 
 def match_card(
@@ -136,20 +175,51 @@ def decide(
     crossing: Crossing,
     lookup: Callable[[str], Credential | None],
     policy: LanePolicy,
+    cache_fresh_at: float | None = None,
 ) -> Decision:
-    """Match every card of ``crossing`` and turn the results into a recommendation."""
+    """Match every card of ``crossing`` and turn the results into a recommendation.
+
+    ``cache_fresh_at`` is when the cache data was last vouched for (Unix seconds, passed in: the
+    core reads no clock); its age at the crossing's close decides CACHE_STALE.
+    """
     at = datetime.fromtimestamp(crossing.closed_at, tz=UTC)
     matches = tuple(match_card(card, lookup(card.ref), policy, at) for card in crossing.cards)
-    reasons = _reasons(crossing, matches)
+    plate = _assess_plate(crossing, matches, policy.plate_check)
+    reasons = _reasons(crossing, matches, plate)
+    cache_age_s = None if cache_fresh_at is None else crossing.closed_at - cache_fresh_at
+    if policy.max_cache_age_s is not None and (
+        cache_age_s is None or cache_age_s > policy.max_cache_age_s
+    ):
+        order = list(Reason)
+        reasons = tuple(sorted({*reasons, Reason.CACHE_STALE}, key=order.index))
     return Decision(
         crossing=crossing,
         matches=matches,
         recommendation=_recommend(policy, reasons),
         reasons=reasons,
+        plate=plate,
+        cache_age_s=cache_age_s,
     )
 
 
-def _reasons(crossing: Crossing, matches: Iterable[CardMatch]) -> tuple[Reason, ...]:
+def _assess_plate(
+    crossing: Crossing, matches: Iterable[CardMatch], check: PlateCheck | None
+) -> PlateOutcome | None:
+    if check is None:
+        return None
+    valid = [m.credential for m in matches if m.result is CardResult.VALID and m.credential]
+    return assess_plate(
+        crossing.plates,
+        crossing.vision_faults,
+        (vehicle for credential in valid for vehicle in credential.vehicles),
+        any_valid_card=bool(valid),
+        check=check,
+    )
+
+
+def _reasons(
+    crossing: Crossing, matches: Iterable[CardMatch], plate: PlateOutcome | None = None
+) -> tuple[Reason, ...]:
     found: set[Reason] = set()
     any_card = False
     for match in matches:
@@ -163,6 +233,9 @@ def _reasons(crossing: Crossing, matches: Iterable[CardMatch]) -> tuple[Reason, 
         found.add(Reason.NO_VEHICLE_DETECTED)
     if crossing.closed_by in (ClosedBy.MAX_DURATION, ClosedBy.NEXT_ARRIVAL):
         found.add(Reason.DEPARTURE_NOT_SEEN)
+    plate_reason = _REASON_FOR_PLATE.get(plate.match.kind) if plate else None
+    if plate_reason is not None:
+        found.add(plate_reason)
     order = list(Reason)
     return tuple(sorted(found, key=order.index))
 
@@ -172,6 +245,8 @@ def _recommend(policy: LanePolicy, reasons: tuple[Reason, ...]) -> Recommendatio
         return Recommendation.ALERT
     if policy.lane_type is LaneType.GENERAL:
         return Recommendation.PRIMARY
-    if reasons:
+    if any(reason not in NO_EXPEDITE_REASONS for reason in reasons):
         return Recommendation.REFER
+    if reasons:
+        return Recommendation.PRIMARY
     return Recommendation.EXPEDITE

@@ -6,15 +6,21 @@ are built.
 """
 
 from agent.uplink.outbox import (
+    PRIORITY_CROSSING,
+    PRIORITY_HEALTH,
+    PRIORITY_IMAGE,
     Outbox,
     OutboxClosedError,
+    OutboxCorruptError,
     OutboxError,
+    OutboxFullError,
     OutboxRow,
     OutboxRowNotFoundError,
     OutboxSchemaError,
     OutboxStats,
+    open_outbox,
 )
-from agent.uplink.publisher import MqttUplink, UplinkState, UplinkStats
+from agent.uplink.publisher import MqttUplink, TlsFiles, UplinkState, UplinkStats
 from agent.uplink.topics import (
     DEFAULT_PREFIX,
     InvalidTopicPartError,
@@ -25,18 +31,25 @@ from agent.uplink.topics import (
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "PRIORITY_CROSSING",
+    "PRIORITY_HEALTH",
+    "PRIORITY_IMAGE",
     "InvalidTopicPartError",
     "MqttUplink",
     "Outbox",
     "OutboxClosedError",
+    "OutboxCorruptError",
     "OutboxError",
+    "OutboxFullError",
     "OutboxRow",
     "OutboxRowNotFoundError",
     "OutboxSchemaError",
     "OutboxStats",
+    "TlsFiles",
     "Topics",
     "UplinkState",
     "UplinkStats",
     "all_crossings_filter",
+    "open_outbox",
     "shared_subscription",
 ]

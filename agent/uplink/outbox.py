@@ -1,8 +1,23 @@
 """Durable outbox: every message the lane sends is committed here before anything else happens.
 
 The engine thread appends; the publisher thread reads pending rows and marks them sent once the
-broker has acknowledged them. A row is never deleted while unsent; sent rows stay for a retention
-window (useful when reconciling with central) and are then pruned.
+broker has acknowledged them. A PUBACK is not end to end (a broker may lose its queue in a crash),
+so a sent row stays until central ingest confirms it with its acknowledgement watermark
+(:meth:`Outbox.confirm`: every row of the stream up to that sequence number is stored centrally)
+or, for streams nobody confirms, until the retention window ends. After a reconnect the publisher
+calls :meth:`Outbox.requeue_unconfirmed` so rows the broker acknowledged but ingest never confirmed
+go out again.
+
+Bounded disk: ``max_bytes`` caps the file (``PRAGMA max_page_count``; the WAL is kept small with
+``journal_size_limit``). Rows carry a priority: ``PRIORITY_CROSSING`` (0) rows are never evicted;
+rows with a higher priority value (health, images) are evicted to make room, the least important
+(highest value) and oldest first, and may only fill the cap up to a reserve that is kept for
+crossings. When a row cannot be stored (cap reached with nothing left to evict, disk full, I/O
+error), :meth:`Outbox.append` raises :class:`OutboxFullError` and stores nothing: the caller must
+keep the record and try again (see ``agent.uplink.holding``).
+
+A damaged file is never deleted: :func:`open_outbox` moves it aside (``<name>.corrupt-<time>``),
+starts a fresh outbox that continues the sequence numbers it could salvage, and reports what it did.
 
 Durability: the database runs in WAL mode with ``synchronous=FULL`` by default, because with
 ``NORMAL`` a power loss can roll back transactions that had already committed, and a crossing that
@@ -14,19 +29,21 @@ Threads: one connection guarded by a lock. Both threads write, and SQLite serial
 so a lock costs nothing in throughput and removes ``SQLITE_BUSY`` handling between our own threads;
 the busy timeout only covers other processes (an operator's sqlite3 shell).
 
-Schema versions live in ``PRAGMA user_version`` so later releases (size caps, confirmation
-watermarks) can migrate.
+Schema versions live in ``PRAGMA user_version``; version 1 files are migrated in place.
 
 Exceptions::
 
     OutboxError
      ├── OutboxClosedError
      ├── OutboxSchemaError
+     ├── OutboxCorruptError
+     ├── OutboxFullError
      └── OutboxRowNotFoundError
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -35,6 +52,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -42,8 +60,22 @@ from agent.uplink.topics import validate_topic_name
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_RETAIN_SENT_S = 24 * 3600.0
+DEFAULT_MAX_BYTES = 1 << 30
+
+PRIORITY_CROSSING = 0
+"""Crossing events: sent first, never evicted."""
+PRIORITY_HEALTH = 50
+"""Health and diagnostics records: evicted before crossings, after images."""
+PRIORITY_IMAGE = 100
+"""Plate images and other bulky evidence: the first to go when the outbox is full."""
+
+_RESERVE_FRACTION = 0.1  # share of the cap only crossings may use, so images never crowd them out
+_EVICT_BATCH = 64  # rows deleted per eviction step
+_JOURNAL_SIZE_LIMIT = 4 << 20  # the WAL is truncated to this after a checkpoint
+_SQLITE_FULL = 13
+_EVICTION_LOG_INTERVAL_S = 60.0
 
 # AUTOINCREMENT on outbox.id: row ids appear in logs and in central's reconciliation, so a pruned id
 # is never handed out again.
@@ -72,6 +104,17 @@ _SCHEMA = (
     "CREATE INDEX outbox_unsent ON outbox (priority, id) WHERE sent_at IS NULL",
     "CREATE INDEX outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL",
 )
+# Version 2: the acknowledgement watermark central ingest confirmed, per stream.
+_SCHEMA_V2 = (
+    """
+    CREATE TABLE stream_ack (
+        stream      TEXT PRIMARY KEY,
+        acked_seq   INTEGER NOT NULL,
+        received_at REAL    NOT NULL
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX outbox_evictable ON outbox (priority, id) WHERE priority > 0",
+)
 
 _SELECT_PENDING = (
     "SELECT id, stream, seq, topic, payload, qos, retain, priority, created_at, sent_at"
@@ -81,6 +124,11 @@ _SELECT_PENDING_EXCLUDING = (
     "SELECT id, stream, seq, topic, payload, qos, retain, priority, created_at, sent_at"
     " FROM outbox WHERE sent_at IS NULL AND id NOT IN (SELECT value FROM json_each(?))"
     " ORDER BY priority, id LIMIT ?"
+)
+_SELECT_PENDING_EXCLUDING_TOPICS = (
+    "SELECT id, stream, seq, topic, payload, qos, retain, priority, created_at, sent_at"
+    " FROM outbox WHERE sent_at IS NULL AND topic NOT IN (SELECT value FROM json_each(?))"
+    " AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY priority, id LIMIT ?"
 )
 _SELECT_BY_ID = (
     "SELECT id, stream, seq, topic, payload, qos, retain, priority, created_at, sent_at"
@@ -114,6 +162,33 @@ class OutboxSchemaError(OutboxError):
         self.path = path
         self.found = found
         self.supported = supported
+
+
+class OutboxCorruptError(OutboxError):
+    """The file is not a readable SQLite outbox (damaged, truncated, or something else entirely)."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(f"outbox {path} is damaged: {detail}")
+        self.path = path
+        self.detail = detail
+
+
+class OutboxFullError(OutboxError):
+    """A record could not be stored: cap reached with nothing evictable, disk full, or I/O error.
+
+    ``reason`` is ``"cap"``, ``"disk_full"`` or ``"io_error"``. Nothing was stored.
+    """
+
+    def __init__(self, path: Path, stream: str, priority: int, reason: str, detail: str) -> None:
+        super().__init__(
+            f"outbox {path} cannot store a {stream!r} record (priority {priority}): {reason}: "
+            f"{detail}"
+        )
+        self.path = path
+        self.stream = stream
+        self.priority = priority
+        self.reason = reason
+        self.detail = detail
 
 
 class OutboxRowNotFoundError(OutboxError):
@@ -152,6 +227,27 @@ class OutboxStats:
     """Unsent plus sent rows still inside the retention window."""
     last_seq: dict[str, int]
     """Last sequence number handed out, per stream."""
+    acked_seq: dict[str, int]
+    """Acknowledgement watermark confirmed by central ingest, per stream (absent: never)."""
+    size_bytes: int
+    """Pages in use (free pages excluded) times the page size."""
+    max_bytes: int | None
+    """The configured cap; None when uncapped."""
+    evicted: int
+    """Lower-priority rows evicted to keep under the cap since the outbox was opened."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmResult:
+    """What one acknowledgement watermark did."""
+
+    stream: str
+    acked_seq: int
+    """The watermark now stored (unchanged when the one received was not higher)."""
+    removed: int
+    """Rows deleted because central has them."""
+    ahead: bool
+    """The watermark named a sequence number this outbox never handed out; it was not applied."""
 
 
 _RowTuple = tuple[int, str, int, str, bytes, int, int, int, float, float | None]
@@ -194,15 +290,29 @@ class Outbox:
         *,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         retain_sent_s: float = DEFAULT_RETAIN_SENT_S,
+        max_bytes: int | None = None,
         busy_timeout_s: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """Open or create the outbox; raises OutboxCorruptError for a damaged file.
+
+        ``max_bytes`` caps the database file (None: no cap beyond the disk). A cap below the size
+        the file already has takes effect as rows are removed.
+        """
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
         if retain_sent_s < 0:
             raise ValueError(f"retain_sent_s must be >= 0, not {retain_sent_s!r}")
+        if max_bytes is not None and max_bytes < 64 * 1024:
+            raise ValueError(f"max_bytes must be at least 65536, not {max_bytes!r}")
         self.path = Path(path)
         self.retain_sent_s = retain_sent_s
+        self.max_bytes = max_bytes
+        self._page_size = 4096
+        self._max_pages: int | None = None
+        self._evicted_total = 0
+        self._evicted_unlogged = 0
+        self._next_eviction_log_at = 0.0
         self._clock = clock
         self._lock = threading.Lock()
         _create_private_file(self.path)
@@ -214,6 +324,11 @@ class Outbox:
         )
         try:
             self._configure(connection, synchronous)
+        except sqlite3.DatabaseError as error:
+            connection.close()
+            if isinstance(error, sqlite3.OperationalError) and not _is_corruption(error):
+                raise  # locked, unreadable, no space: not a damaged file
+            raise OutboxCorruptError(self.path, str(error)) from error
         except BaseException:
             connection.close()
             raise
@@ -235,20 +350,36 @@ class Outbox:
                 f"outbox {self.path}: could not enable WAL, journal mode is {journal_mode}"
             )
         connection.execute(f"PRAGMA synchronous = {synchronous}")
+        connection.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
+        (self._page_size,) = connection.execute("PRAGMA page_size").fetchone()
+        if self.max_bytes is not None:
+            # SQLite never lowers the limit below the pages the file already has.
+            (self._max_pages,) = connection.execute(
+                f"PRAGMA max_page_count = {max(1, self.max_bytes // self._page_size)}"
+            ).fetchone()
         connection.execute("BEGIN IMMEDIATE")
         try:
             (version,) = connection.execute("PRAGMA user_version").fetchone()
             if version > SCHEMA_VERSION:
                 raise OutboxSchemaError(self.path, version, SCHEMA_VERSION)
-            if version == 0:  # a new file; later schema versions add their migrations here
-                # Statement by statement: executescript() would commit the transaction half-way.
+            # Statement by statement: executescript() would commit the transaction half-way.
+            if version == 0:  # a new file
                 for statement in _SCHEMA:
                     connection.execute(statement)
+            if version < 2:
+                for statement in _SCHEMA_V2:
+                    connection.execute(statement)
+            if version < SCHEMA_VERSION:
                 connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
             raise
+        # A damaged page would otherwise only show up when the publisher reaches it.
+        problems = [row[0] for row in connection.execute("PRAGMA quick_check(5)").fetchall()]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(str(problem) for problem in problems))
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -260,10 +391,12 @@ class Outbox:
             connection.execute("BEGIN IMMEDIATE")
             try:
                 yield connection
+                connection.execute("COMMIT")
             except BaseException:
-                connection.execute("ROLLBACK")
+                # After SQLITE_FULL or an I/O error SQLite may already have rolled back.
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
                 raise
-            connection.execute("COMMIT")
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -281,9 +414,9 @@ class Outbox:
         stream: str = "crossing",
         qos: int = 1,
         retain: bool = False,
-        priority: int = 0,
+        priority: int = PRIORITY_CROSSING,
     ) -> OutboxRow:
-        """Durably store one message and return it.
+        """Durably store one message and return it, or raise OutboxFullError having stored nothing.
 
         ``build_payload`` receives the sequence number allocated for ``stream`` and returns the
         payload; it runs inside the write transaction, so keep it to serialisation. If it raises,
@@ -291,12 +424,46 @@ class Outbox:
         visible to anyone).
 
         Lower ``priority`` values are sent first; rows of equal priority go in append order.
+        ``PRIORITY_CROSSING`` (0) rows are never evicted; to store one when the cap is reached,
+        rows with a higher value are evicted. A row with a higher value may only fill the cap up to
+        the crossings' reserve, evicting rows of its own or a less important priority to get there.
         """
         validate_topic_name(topic)
         if qos not in (0, 1, 2):
             raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
         if not stream:
             raise ValueError("stream must not be empty")
+        if priority < 0:
+            raise ValueError(f"priority must be >= 0, not {priority!r}")
+        if priority > PRIORITY_CROSSING:
+            self._keep_reserve(stream, priority)
+        evicted_for_it = False
+        while True:
+            try:
+                return self._insert(topic, build_payload, stream, qos, retain, priority)
+            except sqlite3.OperationalError as error:
+                reason = self._storage_failure(error)
+                if reason is None:
+                    raise
+                # Evicting once is enough to know: if a batch of evictable rows did not make room
+                # the disk itself is full, and more deleting will not help this append.
+                if reason == "cap" and not evicted_for_it and self._evict(priority, _EVICT_BATCH):
+                    evicted_for_it = True
+                    continue
+                if reason == "disk_full" and not evicted_for_it and self._evict(priority, 1024):
+                    evicted_for_it = True
+                    continue
+                raise OutboxFullError(self.path, stream, priority, reason, str(error)) from error
+
+    def _insert(
+        self,
+        topic: str,
+        build_payload: Callable[[int], bytes],
+        stream: str,
+        qos: int,
+        retain: bool,
+        priority: int,
+    ) -> OutboxRow:
         with self._transaction() as connection:
             (seq,) = connection.execute(
                 "INSERT INTO stream_seq (stream, last_seq) VALUES (?, 1) "
@@ -326,20 +493,107 @@ class Outbox:
             sent_at=None,
         )
 
-    def pending(self, limit: int, *, exclude_ids: Collection[int] = ()) -> list[OutboxRow]:
+    def _storage_failure(self, error: sqlite3.OperationalError) -> str | None:
+        """Like the module's ``_storage_failure``, telling a reached cap from a full disk."""
+        reason = _storage_failure(error)
+        if reason != "cap":
+            return reason
+        if self._max_pages is None:
+            return "disk_full"
+        try:
+            with self._reading() as connection:
+                used = self._used_pages(connection)
+        except sqlite3.Error:
+            return "disk_full"
+        # An insert needs a few pages (row, indexes): close to the cap counts as the cap.
+        return "cap" if used >= self._max_pages - 8 else "disk_full"
+
+    def _used_pages(self, connection: sqlite3.Connection) -> int:
+        (pages,) = connection.execute("PRAGMA page_count").fetchone()
+        (free,) = connection.execute("PRAGMA freelist_count").fetchone()
+        return int(pages) - int(free)
+
+    def _keep_reserve(self, stream: str, priority: int) -> None:
+        """Before a lower-priority append: evict its peers until it fits outside the reserve."""
+        if self._max_pages is None:
+            return
+        limit = int(self._max_pages * (1.0 - _RESERVE_FRACTION))
+        while True:
+            with self._reading() as connection:
+                used = self._used_pages(connection)
+            if used < limit:
+                return
+            if not self._evict(priority, _EVICT_BATCH):
+                raise OutboxFullError(
+                    self.path,
+                    stream,
+                    priority,
+                    "cap",
+                    f"{used} of {self._max_pages} pages in use; the rest is kept for crossings",
+                )
+
+    def _evict(self, priority: int, count: int) -> int:
+        """Delete up to ``count`` rows that may make room for a row of ``priority``.
+
+        Sent rows go first (the broker has them), then unsent ones; the least important priority
+        and the oldest first. Crossing rows (priority 0) are never chosen. Returns how many went;
+        on a disk so full that even a delete fails, 0.
+        """
+        floor = max(priority, PRIORITY_CROSSING + 1)
+        try:
+            with self._transaction() as connection:
+                cursor = connection.execute(
+                    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE priority >= ?"
+                    " ORDER BY sent_at IS NULL, priority DESC, id LIMIT ?)",
+                    (floor, count),
+                )
+                evicted = cursor.rowcount
+        except sqlite3.OperationalError as error:
+            if _storage_failure(error) is None:
+                raise
+            log.warning("outbox %s: could not evict rows to make room: %s", self.path, error)
+            return 0
+        if evicted:
+            self._evicted_total += evicted
+            self._evicted_unlogged += evicted
+            now = time.monotonic()
+            if now >= self._next_eviction_log_at:  # images may evict images on every append
+                self._next_eviction_log_at = now + _EVICTION_LOG_INTERVAL_S
+                log.warning(
+                    "outbox %s at its size cap: evicted %d lower-priority rows (%d since start)",
+                    self.path,
+                    self._evicted_unlogged,
+                    self._evicted_total,
+                )
+                self._evicted_unlogged = 0
+        return evicted
+
+    def pending(
+        self,
+        limit: int,
+        *,
+        exclude_ids: Collection[int] = (),
+        exclude_topics: Collection[str] = (),
+    ) -> list[OutboxRow]:
         """Up to ``limit`` unsent rows, by priority then append order.
 
-        ``exclude_ids`` lets the publisher skip rows it already has in flight or is holding back
-        after a refusal.
+        ``exclude_ids`` and ``exclude_topics`` let the publisher skip rows it already has in
+        flight or is holding back after a refusal.
         """
         if limit <= 0:
             return []
         with self._reading() as connection:
-            if exclude_ids:
+            if exclude_topics:
+                cursor = connection.execute(
+                    _SELECT_PENDING_EXCLUDING_TOPICS,
+                    (json.dumps(sorted(exclude_topics)), _ids_json(exclude_ids), limit),
+                )
+            elif exclude_ids:
                 # One JSON parameter instead of one parameter per id: no limit on how many rows are
                 # held back.
-                excluded = "[" + ",".join(str(int(row_id)) for row_id in exclude_ids) + "]"
-                cursor = connection.execute(_SELECT_PENDING_EXCLUDING, (excluded, limit))
+                cursor = connection.execute(
+                    _SELECT_PENDING_EXCLUDING, (_ids_json(exclude_ids), limit)
+                )
             else:
                 cursor = connection.execute(_SELECT_PENDING, (limit,))
             return [_row_from_tuple(values) for values in cursor.fetchall()]
@@ -378,7 +632,11 @@ class Outbox:
             return connection.total_changes - before
 
     def prune_sent(self) -> int:
-        """Delete sent rows older than the retention window; returns how many went."""
+        """Delete sent rows older than the retention window; returns how many went.
+
+        Rows of a stream central confirms normally leave earlier, through :meth:`confirm`; the
+        retention window bounds how long they wait when ingest stops confirming.
+        """
         cutoff = self._clock() - self.retain_sent_s
         with self._transaction() as connection:
             cursor = connection.execute(
@@ -386,8 +644,68 @@ class Outbox:
             )
             return cursor.rowcount
 
+    def confirm(self, stream: str, acked_seq: int) -> ConfirmResult:
+        """Apply central ingest's watermark: rows of ``stream`` up to ``acked_seq`` are stored there.
+
+        Those rows are deleted, sent or not (a row whose PUBACK was lost in a crash need not go
+        again). A watermark lower than the stored one changes nothing; one above the last sequence
+        number this outbox handed out is not applied (``ahead``): it belongs to another numbering,
+        for instance an outbox replaced after damage, and applying it would drop unsent rows.
+        """
+        if acked_seq < 0:
+            raise ValueError(f"acked_seq must be >= 0, not {acked_seq!r}")
+        with self._transaction() as connection:
+            found = connection.execute(
+                "SELECT last_seq FROM stream_seq WHERE stream = ?", (stream,)
+            ).fetchone()
+            last_seq = 0 if found is None else int(found[0])
+            stored = connection.execute(
+                "SELECT acked_seq FROM stream_ack WHERE stream = ?", (stream,)
+            ).fetchone()
+            previous = None if stored is None else int(stored[0])
+            if acked_seq > last_seq:
+                return ConfirmResult(stream, previous or 0, 0, ahead=True)
+            if previous is not None and acked_seq <= previous:
+                return ConfirmResult(stream, previous, 0, ahead=False)
+            connection.execute(
+                "INSERT INTO stream_ack (stream, acked_seq, received_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (stream) DO UPDATE SET acked_seq = excluded.acked_seq,"
+                " received_at = excluded.received_at",
+                (stream, acked_seq, self._clock()),
+            )
+            cursor = connection.execute(
+                "DELETE FROM outbox WHERE stream = ? AND seq <= ?", (stream, acked_seq)
+            )
+            return ConfirmResult(stream, acked_seq, cursor.rowcount, ahead=False)
+
+    def requeue_unconfirmed(self) -> int:
+        """Make sent rows of confirmed streams pending again; returns how many.
+
+        Called after a reconnect: the broker acknowledged these rows but ingest has not confirmed
+        them, and a broker that crashed may have lost them. Streams no ingest has ever confirmed
+        are left alone, or every reconnect would re-send the whole retention window.
+        """
+        with self._transaction() as connection:
+            cursor = connection.execute(
+                "UPDATE outbox SET sent_at = NULL WHERE sent_at IS NOT NULL"
+                " AND stream IN (SELECT stream FROM stream_ack)"
+            )
+            return cursor.rowcount
+
+    def continue_sequences(self, last_seq: dict[str, int]) -> None:
+        """Raise each stream's last sequence number to at least the given one (never lower it).
+
+        Used when a fresh outbox replaces a damaged one, so the numbers central sees keep going up.
+        """
+        with self._transaction() as connection:
+            connection.executemany(
+                "INSERT INTO stream_seq (stream, last_seq) VALUES (?, ?) ON CONFLICT (stream)"
+                " DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
+                list(last_seq.items()),
+            )
+
     def stats(self) -> OutboxStats:
-        """Depth, oldest unsent age, row count and last sequence number per stream."""
+        """Depth, oldest unsent age, row count, size and sequence numbers per stream."""
         with self._reading() as connection:
             depth, oldest = connection.execute(
                 "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE sent_at IS NULL"
@@ -396,9 +714,20 @@ class Outbox:
             last_seq = dict(
                 connection.execute("SELECT stream, last_seq FROM stream_seq").fetchall()
             )
+            acked_seq = dict(
+                connection.execute("SELECT stream, acked_seq FROM stream_ack").fetchall()
+            )
+            used = self._used_pages(connection)
         age = None if oldest is None else max(0.0, self._clock() - oldest)
         return OutboxStats(
-            depth=depth, oldest_unsent_age_s=age, total_rows=total, last_seq=last_seq
+            depth=depth,
+            oldest_unsent_age_s=age,
+            total_rows=total,
+            last_seq=last_seq,
+            acked_seq=acked_seq,
+            size_bytes=used * self._page_size,
+            max_bytes=self.max_bytes,
+            evicted=self._evicted_total,
         )
 
     @property
@@ -420,3 +749,117 @@ class Outbox:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _storage_failure(error: sqlite3.OperationalError) -> str | None:
+    """'cap' (SQLITE_FULL) or 'io_error' when ``error`` means a write found no room; else None.
+
+    SQLite reports both a reached ``max_page_count`` and a full file system as SQLITE_FULL;
+    :meth:`Outbox._storage_failure` tells them apart.
+    """
+    code = getattr(error, "sqlite_errorcode", None)
+    name = getattr(error, "sqlite_errorname", "") or ""
+    if code == _SQLITE_FULL or name == "SQLITE_FULL":
+        return "cap"
+    if name.startswith("SQLITE_IOERR") or "disk I/O error" in str(error):
+        return "io_error"
+    return None
+
+
+def _is_corruption(error: sqlite3.DatabaseError) -> bool:
+    name = getattr(error, "sqlite_errorname", "") or ""
+    return name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in str(error)
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedOutbox:
+    """A damaged outbox file moved aside by :func:`open_outbox`."""
+
+    original: Path
+    moved_to: Path
+    detail: str
+    """What SQLite said about the damage."""
+    salvaged_last_seq: dict[str, int]
+    """Last sequence numbers read from the damaged file (empty when nothing could be read)."""
+
+
+def open_outbox(
+    path: Path,
+    *,
+    synchronous: Literal["FULL", "NORMAL"] = "FULL",
+    retain_sent_s: float = DEFAULT_RETAIN_SENT_S,
+    max_bytes: int | None = None,
+    clock: Callable[[], float] = time.time,
+) -> tuple[Outbox, QuarantinedOutbox | None]:
+    """Open the outbox; a damaged file is moved aside (never deleted) and a fresh one started.
+
+    The fresh outbox continues every stream's sequence numbers from what could be salvaged from the
+    damaged file. The caller raises the alarm (log, status fault) from the returned description;
+    the damaged file stays for an operator to recover rows from.
+    """
+    path = Path(path)
+
+    def open_file() -> Outbox:
+        return Outbox(
+            path,
+            synchronous=synchronous,
+            retain_sent_s=retain_sent_s,
+            max_bytes=max_bytes,
+            clock=clock,
+        )
+
+    try:
+        return open_file(), None
+    except OutboxCorruptError as error:
+        damage = error
+    stamp = datetime.fromtimestamp(clock(), UTC).strftime("%Y%m%dT%H%M%SZ")
+    moved_to = path.with_name(f"{path.name}.corrupt-{stamp}")
+    suffix = 1
+    while moved_to.exists():
+        suffix += 1
+        moved_to = path.with_name(f"{path.name}.corrupt-{stamp}-{suffix}")
+    for extension in ("", "-wal", "-shm"):
+        source = Path(f"{path}{extension}")
+        if source.exists():
+            source.rename(Path(f"{moved_to}{extension}"))
+    salvaged = _salvage_last_seq(moved_to)
+    log.error(
+        "outbox %s is damaged (%s): moved to %s, starting a fresh outbox; %s",
+        path,
+        damage.detail,
+        moved_to,
+        f"sequence numbers continue after {salvaged}"
+        if salvaged
+        else "no sequence numbers salvaged",
+    )
+    outbox = open_file()
+    if salvaged:
+        outbox.continue_sequences(salvaged)
+    return outbox, QuarantinedOutbox(path, moved_to, damage.detail, salvaged)
+
+
+def _salvage_last_seq(path: Path) -> dict[str, int]:
+    """Best effort: the highest sequence number per stream still readable in a damaged file."""
+    found: dict[str, int] = {}
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return found
+    try:
+        for query in (
+            "SELECT stream, last_seq FROM stream_seq",
+            "SELECT stream, MAX(seq) FROM outbox GROUP BY stream",
+        ):
+            try:
+                for stream, seq in connection.execute(query).fetchall():
+                    if isinstance(stream, str) and isinstance(seq, int):
+                        found[stream] = max(found.get(stream, 0), seq)
+            except sqlite3.Error:
+                continue
+    finally:
+        connection.close()
+    return found
+
+
+def _ids_json(row_ids: Collection[int]) -> str:
+    return "[" + ",".join(str(int(row_id)) for row_id in row_ids) + "]"

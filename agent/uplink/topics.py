@@ -9,13 +9,24 @@ Every lane publishes under ``{prefix}/{port_id}/{lane_id}/``:
 
         {"seq": 42, ...}
 
+``…/plate-image``
+    The JPEG crop of the plate of a crossing, QoS 1, not retained; the payload is the raw JPEG.
+    The crossing event names it by ``plate.image_sha256`` (the sha256 of the payload), so central
+    pairs the two by hashing. Images are queued behind crossing events and are the first thing a
+    full outbox gives up.
+
 ``…/availability``
     Retained plain text: ``online`` once connected, ``offline`` published by the broker as the last
     will when the connection dies, ``stopped`` after a clean shutdown.
 
 ``…/status``
-    Retained JSON describing the lane agent's health; its schema comes with the release that
-    publishes it.
+    Retained JSON describing the lane agent's health (``agent.status``): uplink state, outbox depth
+    and oldest unsent age, active and last fault, counters. Refreshed on change and periodically.
+
+``…/ack``
+    Published by central ingest, retained, read by the lane: the acknowledgement watermark per
+    stream, ``{"acked_seq": {"crossing": 41}}``: every event of the stream up to that sequence
+    number is stored centrally. See docs/delivery.md.
 
 Central subscribes to :func:`all_crossings_filter`, usually through :func:`shared_subscription` so a
 group of consumers shares the load. Only standard MQTT v5 features are used, so any compliant broker
@@ -94,6 +105,11 @@ class Topics:
         return f"{self._base}/crossing"
 
     @property
+    def plate_image(self) -> str:
+        """JPEG plate crops, QoS 1, not retained; named by sha256 from the crossing event."""
+        return f"{self._base}/plate-image"
+
+    @property
     def availability(self) -> str:
         """Retained ``online`` / ``offline`` (last will) / ``stopped``."""
         return f"{self._base}/availability"
@@ -102,6 +118,11 @@ class Topics:
     def status(self) -> str:
         """Retained JSON health summary."""
         return f"{self._base}/status"
+
+    @property
+    def ack(self) -> str:
+        """Retained acknowledgement watermark, published by central ingest, read by the lane."""
+        return f"{self._base}/ack"
 
 
 def validate_topic_name(topic: str) -> None:
@@ -127,6 +148,12 @@ def all_crossings_filter(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}/+/+/crossing"
 
 
+def all_statuses_filter(prefix: str = DEFAULT_PREFIX) -> str:
+    """Subscription filter for the status topic of every lane at every port under ``prefix``."""
+    _check_levels("prefix", prefix, single_level=False)
+    return f"{prefix}/+/+/status"
+
+
 def shared_subscription(group: str, topic_filter: str) -> str:
     """MQTT v5 shared subscription: each matching message goes to one member of ``group``."""
     _check_levels("group", group, single_level=True)
@@ -137,3 +164,48 @@ def shared_subscription(group: str, topic_filter: str) -> str:
             "topic_filter", topic_filter, "is already a shared subscription"
         )
     return f"$share/{group}/{topic_filter}"
+
+
+# --- credential cache updates (docs/bundles.md) ---------------------------------------------
+
+CACHE_UPDATE_KINDS = ("snapshot", "delta", "revocation", "freshness")
+"""The last level of a cache update topic: the kind of signed bundle it carries."""
+
+
+def cache_update_topic(prefix: str, port_id: str, kind: str) -> str:
+    """Where central publishes signed cache bundles of ``kind`` for every lane of a port.
+
+    ``{prefix}/cache/{port_id}/{kind}``, QoS 1; central may retain the freshness notice.
+    """
+    _check_levels("prefix", prefix, single_level=False)
+    _check_levels("port_id", port_id, single_level=True)
+    if kind not in CACHE_UPDATE_KINDS:
+        raise InvalidTopicPartError("kind", kind, f"must be one of {', '.join(CACHE_UPDATE_KINDS)}")
+    return f"{prefix}/cache/{port_id}/{kind}"
+
+
+def cache_updates_filter(prefix: str, port_id: str) -> str:
+    """What a lane subscribes to for its port's cache bundles: ``{prefix}/cache/{port_id}/+``."""
+    _check_levels("prefix", prefix, single_level=False)
+    _check_levels("port_id", port_id, single_level=True)
+    return f"{prefix}/cache/{port_id}/+"
+
+
+def cache_update_kind(topic: str) -> str | None:
+    """The bundle kind a cache update topic carries (its last level), None if not one."""
+    kind = topic.rsplit("/", 1)[-1]
+    return kind if kind in CACHE_UPDATE_KINDS else None
+
+
+def cache_resync_topic(prefix: str, port_id: str, lane_id: str) -> str:
+    """Where a lane asks central for a snapshot or a delta from its version, QoS 1, not retained.
+
+    ``{prefix}/{port_id}/{lane_id}/cache/resync``.
+    """
+    return f"{Topics(prefix, port_id, lane_id)._base}/cache/resync"
+
+
+def all_cache_resyncs_filter(prefix: str = DEFAULT_PREFIX) -> str:
+    """Subscription filter for every lane's resync requests under ``prefix``."""
+    _check_levels("prefix", prefix, single_level=False)
+    return f"{prefix}/+/+/cache/resync"

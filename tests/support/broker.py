@@ -72,7 +72,15 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
 class MosquittoBroker:
     """One Mosquitto process with its config, persistence and log under ``workdir``."""
 
-    def __init__(self, workdir: Path, *, port: int | None = None, extra_config: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        extra_config: str = "",
+        render_config: Callable[[int, Path], str] | None = None,
+    ) -> None:
+        """``render_config(port, workdir)``, when given, writes the whole config instead."""
         self.binary = find_mosquitto()
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -80,11 +88,15 @@ class MosquittoBroker:
         self._fixed_port = port is not None
         self.port = port if port is not None else free_port()
         self.extra_config = extra_config
+        self.render_config = render_config
         self.config_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self._process: subprocess.Popen[bytes] | None = None
 
     def _write_config(self) -> None:
+        if self.render_config is not None:
+            self.config_path.write_text(self.render_config(self.port, self.workdir))
+            return
         self.config_path.write_text(
             "\n".join(
                 [
@@ -214,7 +226,9 @@ class Subscriber:
         username: str | None = None,
         client_id: str | None = None,
         timeout_s: float = 5.0,
+        tls: tuple[Path, Path, Path] | None = None,
     ) -> None:
+        """``tls`` is (CA file, certificate, key) for a broker that wants mutual TLS."""
         self.topic_filter = topic_filter
         self.client_id = client_id or f"test-subscriber-{uuid.uuid4().hex[:8]}"
         self._barrier_topic = f"lane-agent-tests/barrier/{self.client_id}"
@@ -230,6 +244,9 @@ class Subscriber:
         )
         if username is not None:
             self._client.username_pw_set(username)
+        if tls is not None:
+            ca_file, cert_file, key_file = tls
+            self._client.tls_set(str(ca_file), str(cert_file), str(key_file))
         self._client.reconnect_delay_set(min_delay=0.05, max_delay=0.5)  # type: ignore[arg-type]
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
@@ -270,7 +287,8 @@ class Subscriber:
         reason_codes: list[ReasonCode],
         properties: Properties | None,
     ) -> None:
-        if all(not code.is_failure for code in reason_codes):
+        # The barrier topic (second) may be refused by a broker with an ACL; the filter may not.
+        if reason_codes and not reason_codes[0].is_failure:
             self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:

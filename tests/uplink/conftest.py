@@ -77,13 +77,14 @@ def make_uplink(outbox: Outbox, topics: Topics) -> Iterator[UplinkFactory]:
     def make(host: str, port: int, **overrides: Any) -> tuple[MqttUplink, StateRecorder]:
         recorder = StateRecorder()
         box = overrides.pop("outbox", outbox)
+        lane_topics = overrides.pop("topics", topics)
         options: dict[str, Any] = {
             "client_id": "lane-agent-port-7-lane-3",
             "on_state_change": recorder,
             **FAST_RECONNECT,
             **overrides,
         }
-        uplink = MqttUplink(box, topics, host=host, port=port, **options)
+        uplink = MqttUplink(box, lane_topics, host=host, port=port, **options)
         made.append(uplink)
         return uplink, recorder
 

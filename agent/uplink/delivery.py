@@ -1,0 +1,193 @@
+"""The delivery side of the lane, assembled from config: outbox, uplink, committer and status.
+
+The service calls :meth:`Delivery.open` once, commits crossings through :meth:`Delivery.commit`,
+calls :meth:`Delivery.tick` from its engine loop, and :meth:`Delivery.close` on the way out. This
+keeps the wiring of the fail-safe rules in one place:
+
+* a damaged outbox is moved aside and replaced (``outbox_replaced`` fault, stays raised for the run);
+* a crossing the outbox cannot store is held in memory and retried; meanwhile the ``outbox_full``
+  fault is raised and the lane controller is told to show ``MANUAL`` (fall back to manual
+  processing). When every held crossing is stored the fault clears and the signal goes back to
+  ``OFF``: the agent never drives the lane signal except for this fall-back, and ``OFF`` (no
+  indication from the agent) is what it showed before.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agent.config import AgentConfig
+from agent.status import StatusBoard
+from agent.uplink.holding import CrossingCommitter, PendingRecord
+from agent.uplink.outbox import Outbox, OutboxFullError, OutboxRow, open_outbox
+from agent.uplink.publisher import MqttUplink, TlsFiles, UplinkState
+from agent.uplink.topics import Topics
+from firmware_bridge.codec import SignalState
+
+log = logging.getLogger(__name__)
+
+FAULT_OUTBOX_FULL = "outbox_full"
+FAULT_OUTBOX_REPLACED = "outbox_replaced"
+FAILSAFE_SIGNAL = SignalState.MANUAL
+NORMAL_SIGNAL = SignalState.OFF
+
+
+class SignalSink(Protocol):
+    """What the fail-safe needs from the lane controller link."""
+
+    def set_signal(self, state: SignalState) -> None: ...
+
+
+@dataclass(slots=True)
+class _SignalState:
+    requested: SignalState | None = None
+
+
+class Delivery:
+    """Outbox + MQTT uplink + fail-safe committer + status board for one lane."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        uplink: MqttUplink,
+        board: StatusBoard,
+        topics: Topics,
+        *,
+        retry_interval_s: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.outbox = outbox
+        self.uplink = uplink
+        self.board = board
+        self.topics = topics
+        self._signal: SignalSink | None = None
+        self._signal_state = _SignalState()
+        self.committer = CrossingCommitter(
+            outbox,
+            on_stored=self._stored,
+            on_fault=self._storage_fault,
+            on_recovered=self._storage_recovered,
+            retry_interval_s=retry_interval_s,
+            monotonic=monotonic,
+        )
+        board.contribute("outbox", self._outbox_section)
+
+    @classmethod
+    def open(
+        cls,
+        config: AgentConfig,
+        topics: Topics,
+        lane: Mapping[str, Any],
+        *,
+        on_state_change: Callable[[UplinkState], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> Delivery:
+        """Open the outbox (replacing a damaged one), build the uplink and the status board."""
+        board = StatusBoard(lane, clock=clock)
+        outbox, quarantined = open_outbox(
+            config.outbox.path,
+            synchronous=config.outbox.synchronous,
+            retain_sent_s=config.outbox.retain_sent_s,
+            max_bytes=config.outbox.max_bytes,
+            clock=clock,
+        )
+        if quarantined is not None:
+            board.raise_fault(
+                FAULT_OUTBOX_REPLACED,
+                f"outbox was damaged ({quarantined.detail}); kept as {quarantined.moved_to.name}, "
+                "a fresh outbox continues: rows in the damaged file may need manual recovery",
+            )
+        mqtt = config.mqtt
+        tls = None
+        # The config checks that tls = true comes with all three files.
+        if mqtt.tls and mqtt.ca_file and mqtt.cert_file and mqtt.key_file:
+            tls = TlsFiles(mqtt.ca_file, mqtt.cert_file, mqtt.key_file)
+        uplink = MqttUplink(
+            outbox,
+            topics,
+            host=mqtt.host,
+            port=mqtt.port,
+            client_id=config.mqtt_client_id,
+            keepalive_s=mqtt.keepalive_s,
+            max_inflight=mqtt.max_inflight,
+            reconnect_min_s=mqtt.reconnect_min_s,
+            reconnect_max_s=mqtt.reconnect_max_s,
+            session_expiry_s=mqtt.session_expiry_s,
+            tls=tls,
+            status=board,
+            status_interval_s=mqtt.status_interval_s,
+            on_state_change=on_state_change,
+        )
+        return cls(outbox, uplink, board, topics)
+
+    def attach_signal(self, signal: SignalSink) -> None:
+        """The lane controller link that gets the fall-back signal (set before the first commit)."""
+        self._signal = signal
+
+    def commit(self, build_payload: Callable[[int], bytes]) -> OutboxRow | None:
+        """Store a crossing; None means it is held in memory (and the lane is on manual)."""
+        return self.committer.submit(PendingRecord(self.topics.crossing, build_payload))
+
+    def tick(self) -> None:
+        """From the engine loop: retry held crossings when due."""
+        self.committer.retry()
+
+    def close(self, flush_s: float) -> None:
+        """Last try for held crossings, flush the uplink for up to ``flush_s``, close the outbox."""
+        self.committer.retry()
+        if self.committer.held:
+            log.error(
+                "%d crossings could not be stored and end with this process; their vehicles were "
+                "processed manually",
+                self.committer.held,
+            )
+        self.uplink.stop(timeout_s=flush_s)
+        self.outbox.close()
+
+    def _stored(self, _row: OutboxRow) -> None:
+        self.uplink.notify()
+
+    def _storage_fault(self, error: OutboxFullError) -> None:
+        self.board.raise_fault(
+            FAULT_OUTBOX_FULL,
+            f"crossings cannot be stored ({error.reason}); lane on manual processing",
+        )
+        self._set_signal(FAILSAFE_SIGNAL)
+
+    def _storage_recovered(self) -> None:
+        self.board.clear_fault(FAULT_OUTBOX_FULL)
+        self._set_signal(NORMAL_SIGNAL)
+
+    def _set_signal(self, state: SignalState) -> None:
+        self._signal_state.requested = state
+        if self._signal is None:
+            log.error("no lane controller to show %s on", state.name)
+            return
+        try:
+            self._signal.set_signal(state)
+        except Exception:
+            # The link may be closing; the fault on the status topic still tells central.
+            log.exception("could not ask the lane controller for %s", state.name)
+        else:
+            log.warning("lane signal %s requested (outbox fail-safe)", state.name)
+
+    def _outbox_section(self) -> Mapping[str, Any]:
+        stats = self.outbox.stats()
+        requested = self._signal_state.requested
+        return {
+            "depth": stats.depth,
+            "oldest_unsent_age_s": (
+                None if stats.oldest_unsent_age_s is None else round(stats.oldest_unsent_age_s, 3)
+            ),
+            "rows": stats.total_rows,
+            "size_bytes": stats.size_bytes,
+            "max_bytes": stats.max_bytes,
+            "last_seq": stats.last_seq,
+            "acked_seq": stats.acked_seq,
+            "held_in_memory": self.committer.held,
+            "failsafe_signal": None if requested is None else requested.name,
+        }

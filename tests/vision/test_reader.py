@@ -1,0 +1,197 @@
+"""The plate reader on plates rendered here: exact readings, boxes, confidences, CTC decoding."""
+
+from __future__ import annotations
+
+import string
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from agent.vision.detector import TextDetector
+from agent.vision.reader import (
+    PLATE_ALPHABET,
+    LineReading,
+    PlateRecognizer,
+    apply_plate_conventions,
+    decode_plate_ctc,
+    format_prior,
+    plate_likeness,
+    rank_options,
+)
+from agent.vision.types import PlateRead
+
+PLATE_W, PLATE_H = 250, 110
+
+
+def render_plate_scene(
+    text: str, *, seed: int = 0, at: tuple[int, int] = (200, 180)
+) -> tuple[npt.NDArray[np.uint8], tuple[int, int, int, int]]:
+    """A light plate with a dark frame and ``text`` on a flat car-coloured scene, blurred and
+    noisy like a camera frame; returns the frame and the plate's x, y, w, h."""
+    rng = np.random.default_rng(seed)
+    scene = np.empty((360, 640, 3), dtype=np.uint8)
+    scene[:] = rng.integers(50, 130, size=3)
+    plate = np.full((PLATE_H, PLATE_W, 3), 235, dtype=np.uint8)
+    cv2.rectangle(plate, (3, 3), (PLATE_W - 4, PLATE_H - 4), (40, 40, 40), 3)
+    font, scale, thickness = cv2.FONT_HERSHEY_SIMPLEX, 1.7, 5
+    (text_w, text_h), _ = cv2.getTextSize(text, font, scale, thickness)
+    origin = ((PLATE_W - text_w) // 2, (PLATE_H + text_h) // 2)
+    cv2.putText(plate, text, origin, font, scale, (20, 20, 20), thickness, cv2.LINE_AA)
+    x, y = at
+    scene[y : y + PLATE_H, x : x + PLATE_W] = plate
+    blurred = cv2.GaussianBlur(scene, (3, 3), 0).astype(np.float64)
+    noisy = blurred + rng.normal(0.0, 4.0, scene.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8), (x, y, PLATE_W, PLATE_H)
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> PlateRecognizer:
+    return PlateRecognizer.load(threads=2)
+
+
+@pytest.mark.parametrize("text", ["ABC1234", "7XKP291", "GT679A", "MN83RT"])
+def test_reads_rendered_plate_exactly(recognizer: PlateRecognizer, text: str) -> None:
+    """A clean rendered plate is the best reading, character for character."""
+    image, _ = render_plate_scene(text, seed=len(text))
+    reads = recognizer.read(image)
+    assert reads, "no plate found"
+    assert reads[0].text == text
+
+
+def test_separators_are_not_characters(recognizer: PlateRecognizer) -> None:
+    """Dashes and spaces printed on a plate are dropped, not read as characters."""
+    dashed, _ = render_plate_scene("KD-4821")
+    spaced, _ = render_plate_scene("HWY 557", seed=3)
+    assert recognizer.read(dashed)[0].text == "KD4821"
+    assert recognizer.read(spaced)[0].text == "HWY557"
+
+
+def test_reading_carries_box_confidences_and_candidates(recognizer: PlateRecognizer) -> None:
+    """The best reading's box covers the plate, there is one confidence per character, every
+    confidence is in 0..1, and the first candidate is the reading itself."""
+    image, (px, py, pw, ph) = render_plate_scene("GT679A", at=(320, 60))
+    best = recognizer.read(image)[0]
+    assert isinstance(best, PlateRead)
+    x, y, w, h = best.box
+    assert px <= x + w / 2 <= px + pw
+    assert py <= y + h / 2 <= py + ph
+    assert len(best.char_confidences) == len(best.text)
+    assert all(0.0 <= c <= 1.0 for c in (best.confidence, *best.char_confidences))
+    assert best.candidates[0] == (best.text, best.confidence)
+    assert all(
+        set(text) <= set(string.ascii_uppercase + string.digits) for text, _ in best.candidates
+    )
+
+
+def _distant_plate_frame(text: str) -> npt.NDArray[np.uint8]:
+    """A 1920x1080 frame with the rendered plate shrunk to about 38 x 17 pixels."""
+    near, _ = render_plate_scene(text)
+    far = cv2.resize(near, None, fx=0.155, fy=0.155, interpolation=cv2.INTER_AREA)
+    frame = np.full((1080, 1920, 3), 90, dtype=np.uint8)
+    frame[600 : 600 + far.shape[0], 1200 : 1200 + far.shape[1]] = far
+    return frame
+
+
+def test_distant_plate_is_read_by_the_full_resolution_pass(recognizer: PlateRecognizer) -> None:
+    """A plate too small for the coarse pass is still read, because an unconvincing coarse
+    result sends the frame through the detector again at full resolution; with both passes
+    held to the coarse scale the same plate is not read."""
+    frame = _distant_plate_frame("7XKP291")
+    assert recognizer.read(frame)[0].text == "7XKP291"
+    coarse_only = PlateRecognizer(
+        TextDetector(recognizer.detector.session, max_side=recognizer.coarse_side),
+        recognizer.reader,
+    )
+    assert [plate.text for plate in coarse_only.read(frame)][:1] != ["7XKP291"]
+
+
+def test_empty_scene_has_no_plate(recognizer: PlateRecognizer) -> None:
+    """A frame without text yields no reading rather than a guess."""
+    assert recognizer.read(np.full((240, 320, 3), 100, dtype=np.uint8)) == []
+
+
+def test_grayscale_frames_are_accepted_and_other_shapes_refused(
+    recognizer: PlateRecognizer,
+) -> None:
+    """A single-channel frame reads like its colour version; a 4-channel array is a clear error."""
+    image, _ = render_plate_scene("MN83RT")
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    assert recognizer.read(gray)[0].text == "MN83RT"
+    with pytest.raises(ValueError, match="HxWx3"):
+        recognizer.read(np.zeros((10, 10, 4), dtype=np.uint8))
+
+
+def _steps(*classes: str) -> npt.NDArray[np.float32]:
+    """Folded CTC steps, one per entry: '_' blank, '~' other symbol, else a plate character."""
+    steps = np.full((len(classes), 2 + len(PLATE_ALPHABET)), 0.001, dtype=np.float32)
+    for t, cls in enumerate(classes):
+        column = {"_": 0, "~": 1}.get(cls)
+        steps[t, column if column is not None else 2 + PLATE_ALPHABET.index(cls)] = 0.9
+    return steps
+
+
+def test_ctc_collapses_repeats_but_keeps_doubled_letters_split_by_blank() -> None:
+    """Consecutive identical steps are one character; a blank between them makes two."""
+    assert decode_plate_ctc(_steps("A", "A", "_", "A", "1", "1")).text == "AA1"
+
+
+def test_ctc_other_symbols_separate_and_emit_nothing() -> None:
+    """A dash or emblem step emits nothing but still separates repeated characters."""
+    reading = decode_plate_ctc(_steps("7", "~", "7", "~", "~", "B"))
+    assert reading.text == "77B"
+    assert len(reading.char_confidences) == 3
+    assert reading.runner_ups[0][0] != "7"
+
+
+def _reading(text: str, alternatives: str | None = None) -> LineReading:
+    runner_ups = tuple((alt, 0.2) for alt in (alternatives or "X" * len(text)))
+    return LineReading(text, tuple(0.9 for _ in text), runner_ups)
+
+
+@pytest.mark.parametrize(
+    ("read", "expected"),
+    [
+        ("HLOKTY1", "HL0KTY1"),  # US: one glyph for O and 0, recorded as the digit
+        ("RK3OOAG", "RK300AG"),  # European LL DDD LL: digit positions take 0 ...
+        ("ZA834C0", "ZA834CO"),  # ... letter positions take O
+        ("BA2681M", "BA268IM"),  # ... and I where 1 was read in a letter position
+        ("RRK828AG", "RK828AG"),  # the country band read as an extra leading letter
+        ("00256M1", "00256M1"),  # digit pairs are not a European letter pair
+    ],
+)
+def test_plate_conventions_settle_look_alikes_by_format(read: str, expected: str) -> None:
+    """O/0 and I/1 are decided by the plate format, and a European band letter is dropped,
+    keeping one confidence per character."""
+    settled = apply_plate_conventions(_reading(read))
+    assert settled.text == expected
+    assert len(settled.char_confidences) == len(settled.runner_ups) == len(expected)
+
+
+def test_format_prior_prefers_a_lookalike_swap_that_fits_a_known_format() -> None:
+    """A reading that fits no known format yields to an almost as confident single swap that
+    does (California 1ABC234), and the original stays among the candidates."""
+    assert format_prior("4FCW533") > format_prior("LFCW533")
+    reading = LineReading(
+        "LFCW533",
+        (0.6, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99),
+        (("4", 0.4), *((c, 0.0) for c in "FCW533")),
+    )
+    ranked = [option.text for option in rank_options(reading)]
+    assert ranked[:2] == ["4FCW533", "LFCW533"]
+
+
+def test_plate_likeness_ranks_serials_above_words_and_timestamps() -> None:
+    """Letters-and-digits of plate length outrank all-letter words and long digit runs."""
+    assert plate_likeness("7FR971") > plate_likeness("CHARTER")
+    assert plate_likeness("7FR971") > plate_likeness("20140430")
+
+
+def test_overlong_reading_yields_to_its_middle_when_that_fits_a_format() -> None:
+    """An 8-character reading that fits no format ranks below its 7-character middle that
+    does (the line caught a sticker or frame edge); the original stays a candidate."""
+    reading = LineReading("4AYX8803", (0.5, *(0.99,) * 7), tuple(("X", 0.0) for _ in range(8)))
+    ranked = [option.text for option in rank_options(reading)]
+    assert ranked[0] == "AYX8803"
+    assert "4AYX8803" in ranked
