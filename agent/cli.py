@@ -288,6 +288,10 @@ def demo(vehicles: int, speed: float, seed: int | None, workdir: Path | None) ->
     central operations receive it and exits after VEHICLES crossings.
     """
     from agent.demo import run_demo
+    from agent.logs import configure_logging
+
+    # The demo prints crossings on stdout; the agent's own log shows only trouble.
+    configure_logging("WARNING", "text")
 
     sys.exit(run_demo(vehicles=vehicles, speed=speed, seed=seed, workdir=workdir, out=sys.stdout))
 

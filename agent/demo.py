@@ -45,7 +45,6 @@ from agent.devbroker import (
     free_loopback_port,
 )
 from agent.lane.credentials import CredentialStatus, DocumentType, Program
-from agent.logs import configure_logging
 from agent.service import LaneService
 from agent.uplink import Outbox, all_crossings_filter
 from firmware_bridge.scenario import Scenario, generate_scenario
@@ -173,7 +172,6 @@ def run_demo(
     out: TextIO,
 ) -> int:
     """Run the demo; return 0 once every vehicle's crossing was received (or stored)."""
-    configure_logging("WARNING", "text")
     with _workdir(workdir) as directory:
         scenario = generate_scenario(
             vehicles, _KNOWN_REFS, seed if seed is not None else random.randrange(1 << 30)

@@ -74,6 +74,9 @@ def test_after_a_reconnect_rows_above_the_watermark_are_sent_again_and_none_belo
     assert set(seqs(received)) == {1, 2, 3, 4, 5, 6}
     # The broker may itself repeat messages to the subscriber across its restart; what the lane
     # sent is counted at the lane: six rows, then rows 5 and 6 once more.
+    # The counters are updated by the publisher thread after paho returns, which can be a moment
+    # after the subscriber already has the message: wait for them instead of racing.
+    wait_until(lambda: uplink.stats().published >= 8, 5, "eight publishes counted")
     stats = uplink.stats()
     assert (stats.requeued, stats.published) == (2, 8)
 
