@@ -23,6 +23,12 @@ starts there), ``revocation_serial``, ``port_id``, plus the ``data_version``, ``
 ``source`` the plain import writes too. Revocations are also kept in a ``revocation`` table and
 re-applied after any delta or snapshot created before them, so applying a revocation first can
 never be undone by older data queued behind it.
+
+Every install runs in a child process (:mod:`agent.cache.install_worker`), not on a thread of the
+agent: decoding and validating a 100k-change delta is Python work that would hold the GIL for
+milliseconds at a time while the lane thread waits to look a card up. The child verifies, decodes
+and writes under the file lock; SQLite's WAL lets it commit while the lane's connection keeps
+reading. The agent only waits on a pipe, then counts, logs and calls ``on_swap``.
 """
 
 from __future__ import annotations
@@ -30,10 +36,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gc
-import io
+import json
 import logging
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -41,7 +50,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import sqlite_utils
 
@@ -63,6 +72,7 @@ from agent.cache.bundle import (
 from agent.cache.store import (
     _UPSERT_SQL,
     FILE_MODE,
+    CacheError,
     CacheOpenError,
     CredentialCache,
     create_schema,
@@ -73,8 +83,12 @@ from agent.lane.credentials import CredentialStatus
 logger = logging.getLogger(__name__)
 
 WRITE_BATCH_ROWS = 512
-"""Rows per executemany in a delta: short enough that the lane thread's lookups interleave."""
+"""Rows per executemany in a delta: bounds the memory of a batch in the install worker."""
 SNAPSHOT_CACHE_KIB = 256 * 1024
+WORKER_TIMEOUT_S = 3600.0
+"""How long an install worker may run before it is killed: a 15 M snapshot takes minutes."""
+WORKER_MODULE = "agent.cache.install_worker"
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 _REVOKED = records.STATUS_CODES[CredentialStatus.REVOKED]
 _CREATE_REVOCATION = (
     "CREATE TABLE IF NOT EXISTS revocation ("
@@ -132,6 +146,58 @@ class InstallReport:
     checkpoint_s: float
     """Housekeeping after that: folding the WAL back into the database file."""
     state: CacheState
+    worker_pid: int | None = None
+    """The child process that applied the bundle (never the agent's own pid)."""
+
+
+class InstallWorkerError(CacheError):
+    """The install worker crashed, was killed, timed out or failed without refusing the bundle.
+
+    Its install commits whole or not at all (the cache is never a mix); a worker that dies
+    before reporting has, in all but its last instant, left the cache as it was. The message
+    names no cache content: the worker's stderr is logged at DEBUG only.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class InstallOutcome:
+    """What the worker reports back for one installed bundle (times are ``time.monotonic``)."""
+
+    kind: Kind
+    version: int
+    records: int
+    changed: int
+    applied_at: float
+    finished_at: float
+    signed_by: tuple[str, ...]
+    meta: dict[str, str]
+
+    def to_json(self) -> dict[str, object]:
+        """The form written on the worker's stdout."""
+        return {
+            "kind": self.kind.value,
+            "version": self.version,
+            "records": self.records,
+            "changed": self.changed,
+            "applied_at": self.applied_at,
+            "finished_at": self.finished_at,
+            "signed_by": list(self.signed_by),
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> InstallOutcome:
+        """Read what :meth:`to_json` wrote (the worker is our own code: shape errors are bugs)."""
+        return cls(
+            kind=Kind(str(value["kind"])),
+            version=int(value["version"]),
+            records=int(value["records"]),
+            changed=int(value["changed"]),
+            applied_at=float(value["applied_at"]),
+            finished_at=float(value["finished_at"]),
+            signed_by=tuple(str(name) for name in value["signed_by"]),
+            meta={str(k): str(v) for k, v in value["meta"].items()},
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +213,8 @@ class CacheInstaller:
     """Verifies bundles against the trust store and installs them into the cache at ``path``.
 
     Thread-safe: installs are serialised by a process lock and a file lock. ``on_swap`` is called
-    after a snapshot replaced the file in force, so lookups can reopen it.
+    after a snapshot replaced the file in force, so lookups can reopen it. Each install runs in a
+    child process (see the module docstring); ``worker_timeout_s`` bounds it.
     """
 
     def __init__(
@@ -160,6 +227,7 @@ class CacheInstaller:
         limits: BundleLimits,
         clock: Callable[[], float] = time.time,
         on_swap: Callable[[], None] | None = None,
+        worker_timeout_s: float = WORKER_TIMEOUT_S,
     ) -> None:
         self.path = Path(path)
         self.trust = trust
@@ -168,7 +236,9 @@ class CacheInstaller:
         self.limits = limits
         self._clock = clock
         self._on_swap = on_swap
+        self.worker_timeout_s = worker_timeout_s
         self._lock = threading.Lock()
+        self._install_lock = threading.Lock()
         self._installed: Counter[str] = Counter()
         self._refused: Counter[str] = Counter()
         self._last_refusal: str | None = None
@@ -186,13 +256,46 @@ class CacheInstaller:
                 raise BundleRefusedError(
                     RefusalReason.MALFORMED, f"cannot read {bundle}: {err.strerror or err}"
                 ) from err
-            size = os.fstat(stream.fileno()).st_size
-            return self._install(stream, size, source=str(bundle))
+            # The worker reads the file through this descriptor: no copy through a pipe.
+            return self._install(source=str(bundle), fd=stream.fileno(), data=b"")
         raise AssertionError("unreachable")  # ExitStack does not swallow exceptions
 
     def install_bytes(self, data: bytes, *, source: str) -> InstallReport:
         """Verify and install a bundle received as bytes (an MQTT message)."""
-        return self._install(io.BytesIO(data), len(data), source=source)
+        return self._install(source=source, fd=None, data=data)
+
+    def install_in_this_process(
+        self, stream: IO[bytes], size: int, *, source: str
+    ) -> InstallOutcome:
+        """Verify and apply a bundle here, under the file lock: what the install worker runs.
+
+        The agent never calls this (it would decode on the agent's GIL); it uses
+        :meth:`install_file` and :meth:`install_bytes`, which run the worker. Raises
+        BundleRefusedError; counts and logs nothing of its own.
+        """
+        with self._exclusive():
+            header = read_header(stream, size, self.trust, self.limits)
+            manifest = header.manifest
+            self._check_time_and_scope(manifest)
+            state = self.state()
+            _check_order(manifest, state)
+            stream.seek(header.payload_offset)
+            check_payload_digest(stream, manifest)
+            stream.seek(header.payload_offset)
+            with _collector_paused():
+                records_in, changed, applied_at = self._apply(header, stream, state, source)
+            with contextlib.closing(_connect(self.path.resolve(), read_only=True)) as connection:
+                meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
+        return InstallOutcome(
+            kind=manifest.kind,
+            version=manifest.version,
+            records=records_in,
+            changed=changed,
+            applied_at=applied_at,
+            finished_at=time.monotonic(),
+            signed_by=tuple(sorted(header.signed_by)),
+            meta=meta,
+        )
 
     def state(self) -> CacheState:
         """The installed state, read from the file in force (EMPTY_STATE when there is none)."""
@@ -208,21 +311,13 @@ class CacheInstaller:
 
     # --- the install ----------------------------------------------------------------------
 
-    def _install(self, stream: IO[bytes], size: int, *, source: str) -> InstallReport:
+    def _install(self, *, source: str, fd: int | None, data: bytes) -> InstallReport:
         started = time.monotonic()
         try:
-            with self._exclusive():
-                header = read_header(stream, size, self.trust, self.limits)
-                manifest = header.manifest
-                self._check_time_and_scope(manifest)
-                state = self.state()
-                _check_order(manifest, state)
-                stream.seek(header.payload_offset)
-                check_payload_digest(stream, manifest)
-                stream.seek(header.payload_offset)
-                with _collector_paused():
-                    records_in, changed, applied_at = self._apply(header, stream, state, source)
-                new_state = self.state()
+            with self._install_lock:
+                outcome, worker_pid = self._run_worker(source=source, fd=fd, data=data)
+                if outcome.kind is Kind.SNAPSHOT and self._on_swap is not None:
+                    self._on_swap()
         except BundleRefusedError as err:
             with self._lock:
                 self._refused[err.reason.value] += 1
@@ -230,27 +325,95 @@ class CacheInstaller:
             logger.warning("bundle from %s refused: %s", source, err)
             raise
         with self._lock:
-            self._installed[manifest.kind.value] += 1
+            self._installed[outcome.kind.value] += 1
         report = InstallReport(
-            kind=manifest.kind,
-            version=manifest.version,
-            records=records_in,
-            changed=changed,
-            duration_s=applied_at - started,
-            checkpoint_s=time.monotonic() - applied_at,
-            state=new_state,
+            kind=outcome.kind,
+            version=outcome.version,
+            records=outcome.records,
+            changed=outcome.changed,
+            duration_s=outcome.applied_at - started,
+            checkpoint_s=outcome.finished_at - outcome.applied_at,
+            state=CacheState.from_meta(outcome.meta),
+            worker_pid=worker_pid,
         )
         logger.info(
             "%s %d installed from %s: %d records, %d changed, in %.2f s (signed by %s)",
-            manifest.kind.value,
-            manifest.version,
+            outcome.kind.value,
+            outcome.version,
             source,
             report.records,
             report.changed,
             report.duration_s,
-            ",".join(sorted(header.signed_by)),
+            ",".join(outcome.signed_by),
         )
         return report
+
+    def _run_worker(
+        self, *, source: str, fd: int | None, data: bytes
+    ) -> tuple[InstallOutcome, int]:
+        """Run the install worker on one bundle; its outcome and pid, or raise what it reported.
+
+        The request (configuration, the trust store's public keys and the clock's reading) is
+        the first line on the worker's stdin; bundle bytes follow it, unless the worker reads
+        the already-open file ``fd``. A worker that outlives ``worker_timeout_s``, or whose wait
+        is interrupted, is killed: its install commits whole or not at all.
+        """
+        request = {
+            "path": os.path.abspath(self.path),
+            "trust": self.trust.to_document(),
+            "trust_source": self.trust.source,
+            "port_id": self.port_id,
+            "lane_id": self.lane_id,
+            "limits": [self.limits.max_snapshot_bytes, self.limits.max_update_bytes],
+            "now": self._clock(),
+            "source": source,
+            "fd": fd,
+        }
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, (str(_PACKAGE_ROOT), env.get("PYTHONPATH")))
+        )
+        child = subprocess.Popen(
+            [sys.executable, "-m", WORKER_MODULE, "--parent-pid", str(os.getpid())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=() if fd is None else (fd,),
+            env=env,
+        )
+        try:
+            stdout, stderr = child.communicate(
+                json.dumps(request).encode() + b"\n" + data, timeout=self.worker_timeout_s
+            )
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise InstallWorkerError(
+                f"install worker (pid {child.pid}) for {source} ran past "
+                f"{self.worker_timeout_s:g} s and was killed; the cache is as it was"
+            ) from None
+        except BaseException:
+            child.kill()
+            child.wait()
+            raise
+        if stderr:
+            logger.debug("install worker %d stderr: %s", child.pid, stderr.decode(errors="replace"))
+        reply = _worker_reply(stdout)
+        if reply is None or child.returncode != 0:
+            raise InstallWorkerError(
+                f"install worker (pid {child.pid}) for {source} {_exit_text(child.returncode)}"
+                " without reporting a result; the cache is as it was"
+            )
+        for name, level, message in reply.get("logs", []):
+            logging.getLogger(str(name)).log(int(level), "%s", message)
+        if "refused" in reply:
+            refusal = reply["refused"]
+            raise BundleRefusedError(RefusalReason(refusal["reason"]), str(refusal["detail"]))
+        if "error" in reply:
+            raise InstallWorkerError(
+                f"install worker (pid {child.pid}) could not install {source}: {reply['error']}"
+            )
+        return InstallOutcome.from_json(reply["outcome"]), child.pid
 
     def _check_time_and_scope(self, manifest: Manifest) -> None:
         now = self._clock()
@@ -393,8 +556,9 @@ def _collector_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector for the length of an install.
 
     An install allocates millions of short-lived tuples, which set off full collections; each
-    walks every object of the process while holding the GIL, and the lane thread's lookups wait
-    for it (tens of milliseconds). Those tuples hold no cycles: reference counting frees them.
+    walks every object of the process. The install runs in the worker process, so this no longer
+    stalls the lane's lookups, but the passes are pure waste: those tuples hold no cycles, and
+    reference counting frees them.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -403,6 +567,28 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _worker_reply(stdout: bytes) -> dict[str, Any] | None:
+    """The JSON object on the worker's last line of output, or None when there is none."""
+    lines = stdout.strip().splitlines()
+    if not lines:
+        return None
+    try:
+        reply = json.loads(lines[-1])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return reply if isinstance(reply, dict) else None
+
+
+def _exit_text(returncode: int) -> str:
+    """How a worker ended, for an error message: "exited with status 1", "was killed by SIGKILL"."""
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with status {returncode}"
 
 
 def _check_order(manifest: Manifest, state: CacheState) -> None:

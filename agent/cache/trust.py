@@ -174,6 +174,26 @@ class TrustStore:
             )
         return cls(serial=serial, threshold=threshold, keys=keys, source=source)
 
+    def to_document(self) -> dict[str, Any]:
+        """The trust document this store was built from, to hand to the install worker process.
+
+        Public keys only: the worker rebuilds the store with :meth:`from_document` rather than
+        reading the trust file again, so it checks against exactly the keys the agent holds.
+        """
+        return {
+            "format": TRUST_FORMAT,
+            "serial": self.serial,
+            "threshold": self.threshold,
+            "keys": [
+                {
+                    "key_id": trusted.key_id,
+                    "public_key": public_key_text(trusted.public_key),
+                    "revoked": trusted.revoked,
+                }
+                for trusted in self.keys.values()
+            ],
+        }
+
     def check_signatures(
         self, message: bytes, signatures: Iterable[tuple[str, bytes]]
     ) -> SignatureCheck:
