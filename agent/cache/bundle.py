@@ -37,6 +37,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 import zlib
 from collections.abc import Iterable, Iterator
@@ -589,30 +590,25 @@ def build_bundle(
     expires_at: int,
     base_version: int | None = None,
 ) -> bytes:
-    """Compress the payload lines, write and sign the manifest, return the bundle bytes.
+    """The bundle :func:`write_bundle` writes, as bytes (tests and small tools).
 
     The lines are taken as given (tests build wrong ones on purpose); ``lane-agent bundle build``
-    validates and sorts its input before calling this.
+    validates and sorts its input before calling :func:`write_bundle`.
     """
-    buffer = io.BytesIO()
-    count = 0
-    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as zipped:
-        for line in lines:
-            zipped.write(line.encode("ascii") + b"\n")
-            count += 1
-    payload = buffer.getvalue() if count else b""
-    manifest = Manifest(
-        kind=kind,
-        version=version,
-        base_version=base_version,
-        created_at=created_at,
-        expires_at=expires_at,
-        scope=scope,
-        record_count=count,
-        payload_size=len(payload),
-        payload_sha256=hashlib.sha256(payload).hexdigest(),
-    )
-    return assemble(manifest.to_json(), sign_manifest(manifest.to_json(), signers), payload)
+    with tempfile.TemporaryDirectory(prefix="lane-agent-bundle-") as directory:
+        out = Path(directory) / "bundle"
+        write_bundle(
+            out,
+            kind=kind,
+            version=version,
+            lines=lines,
+            scope=scope,
+            signers=signers,
+            created_at=created_at,
+            expires_at=expires_at,
+            base_version=base_version,
+        )
+        return out.read_bytes()
 
 
 def sign_manifest(
@@ -647,7 +643,9 @@ def write_bundle(
     expires_at: int,
     base_version: int | None = None,
 ) -> Manifest:
-    """Like :func:`build_bundle` but streamed through files: memory stays flat at 15 M records.
+    """Compress the payload lines, write and sign the manifest, stream the bundle to ``out``.
+
+    Streamed through files, so memory stays flat at 15 M records.
 
     The payload is compressed into ``out`` + ``.payload``, hashed, then copied behind the signed
     manifest; ``out`` is created 0600.

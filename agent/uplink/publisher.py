@@ -578,7 +578,7 @@ class MqttUplink:
                 self._flush_until = deadline - min(1.0, max(0.0, deadline - now) / 4)
                 self._set_state(UplinkState.STOPPING)
             case _:
-                pass  # from a client already replaced, or a second stop request
+                return  # from a client already replaced, or a second stop request: ignored
 
     def _set_state(self, state: UplinkState) -> None:
         if state is self._state:

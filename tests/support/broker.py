@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import itertools
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -31,15 +29,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent import devbroker
+
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
-_SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 
 
 def find_mosquitto() -> str:
     """Path of the mosquitto binary; fails the calling test (never skips) when it is missing."""
-    found = shutil.which("mosquitto", path=_SEARCH_PATH)
+    found = devbroker.find_mosquitto()
     if found is None:
         pytest.fail(
             "mosquitto not found on PATH or in /usr/sbin: install it with "
@@ -51,10 +50,7 @@ def find_mosquitto() -> str:
 
 def free_port() -> int:
     """A TCP port on loopback that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        port: int = probe.getsockname()[1]
-        return port
+    return devbroker.free_loopback_port()
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
