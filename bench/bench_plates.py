@@ -12,7 +12,7 @@ line, so IoU is also printed for the top-1 box: the share with IoU >= 0.5).
 Run from the repository root::
 
     .venv/bin/python bench/bench_plates.py            # both systems, both sets
-    .venv/bin/python bench/bench_plates.py --systems agent --sets us
+    .venv/bin/python bench/bench_plates.py --systems agent --sets us --stages
 
 The rapidocr baseline needs the ``rapidocr`` package (in the ``dev`` dependency group).
 For tuning, environment variables override the agent's settings: ``BENCH_MODELS_DIR``,
@@ -42,6 +42,8 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASETS = REPO.parent / "shared" / "datasets" / "plates"
 PLATE_CHARS = set(string.digits + string.ascii_uppercase)
+STAGES: dict[str, list[float]] = {"passes": [], "reads": [], "lines": []}
+"""What the agent's pipeline did for the image being read (filled by agent_system)."""
 
 
 def load_labels(set_dir: Path) -> list[dict[str, Any]]:
@@ -96,7 +98,28 @@ def agent_system(threads: int) -> Any:
     if os.environ.get("BENCH_DET_SIDE"):
         recognizer.detector.max_side = int(os.environ["BENCH_DET_SIDE"])
 
+    # Stage timings: every detector pass and reader call of the current image, in ms.
+    detect, read_lines = recognizer.detector.detect, recognizer.reader.read
+
+    def timed_detect(image: Any, *, max_side: int | None = None) -> Any:
+        start = time.perf_counter()
+        boxes = detect(image, max_side=max_side)
+        STAGES["passes"].append((time.perf_counter() - start) * 1000)
+        return boxes
+
+    def timed_read(image: Any, quads: Any) -> Any:
+        start = time.perf_counter()
+        readings = read_lines(image, quads)
+        STAGES["reads"].append((time.perf_counter() - start) * 1000)
+        STAGES["lines"].append(len(quads))
+        return readings
+
+    recognizer.detector.detect = timed_detect  # type: ignore[method-assign,assignment]
+    recognizer.reader.read = timed_read  # type: ignore[method-assign,assignment]
+
     def run(image: Any) -> tuple[list[tuple[str, tuple[int, ...]]], list[str]]:
+        for values in STAGES.values():
+            values.clear()
         reads = recognizer.read(image)
         ranked: list[str] = []
         for plate in reads[:1]:
@@ -150,6 +173,7 @@ def worker(system: str, set_dir: Path, threads: int) -> dict[str, Any]:
     run = {"agent": agent_system, "rapidocr": rapidocr_system}[system](threads)
     labels = load_labels(set_dir)
     times: list[float] = []
+    stages: list[dict[str, Any]] = []
     top1 = top5 = detected = iou_ok = 0
     misses: list[str] = []
     for label in labels:
@@ -159,6 +183,8 @@ def worker(system: str, set_dir: Path, threads: int) -> dict[str, Any]:
         start = time.perf_counter()
         reads, top_five = run(image)
         times.append((time.perf_counter() - start) * 1000)
+        if STAGES["passes"]:
+            stages.append({key: list(values) for key, values in STAGES.items()} | {"ms": times[-1]})
         best = reads[0][0] if reads else None
         top1 += best == label["plate"]
         top5 += label["plate"] in top_five
@@ -180,7 +206,29 @@ def worker(system: str, set_dir: Path, threads: int) -> dict[str, Any]:
         "p95_ms": times[min(n - 1, round(0.95 * (n - 1)))],
         "peak_rss_mb": peak_rss_mb(),
         "misses": misses,
+        "stages": summarise_stages(stages),
     }
+
+
+def summarise_stages(stages: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Medians of the agent's stages: coarse pass, full pass, reader, and the share of
+    images that needed the full-resolution pass."""
+    if not stages:
+        return None
+    coarse_only = [s for s in stages if len(s["passes"]) == 1]
+    full = [s for s in stages if len(s["passes"]) > 1]
+    summary: dict[str, float] = {
+        "full_pass_share": len(full) / len(stages),
+        "coarse_detector_ms": statistics.median(s["passes"][0] for s in stages),
+        "reader_ms": statistics.median(sum(s["reads"]) for s in stages),
+        "lines_read": statistics.median(sum(s["lines"]) for s in stages),
+    }
+    if coarse_only:
+        summary["coarse_only_image_ms"] = statistics.median(s["ms"] for s in coarse_only)
+    if full:
+        summary["full_detector_ms"] = statistics.median(s["passes"][1] for s in full)
+        summary["full_pass_image_ms"] = statistics.median(s["ms"] for s in full)
+    return summary
 
 
 def main() -> None:
@@ -190,6 +238,9 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", default=["agent", "rapidocr"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--show-misses", action="store_true")
+    parser.add_argument(
+        "--stages", action="store_true", help="print the agent's stage timings (medians)"
+    )
     parser.add_argument("--worker", nargs=2, metavar=("SYSTEM", "SET_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -224,6 +275,14 @@ def main() -> None:
                 f"{result['median_ms']:>8.1f} {result['p95_ms']:>8.1f} {result['peak_rss_mb']:>7.0f}",
                 flush=True,
             )
+            if args.stages and result.get("stages"):
+                print(
+                    "    stages (medians):",
+                    ", ".join(
+                        f"{key} {value:.2f}" if key == "full_pass_share" else f"{key} {value:.1f}"
+                        for key, value in result["stages"].items()
+                    ),
+                )
             if args.show_misses:
                 for miss in result["misses"]:
                     print("   ", miss)

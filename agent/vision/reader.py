@@ -189,9 +189,12 @@ class PlateRecognizer:
         max_candidates: int = 5,
         coarse_side: int = 640,
         accept_score: float = 0.6,
-        coarse_margin: float = 0.3,
+        line_margin: float = 0.3,
         second_looks: tuple[float, ...] = (0.15, -0.1),
         second_look_lines: int = 1,
+        second_look_below: float = 0.95,
+        accept_min_length: int = 6,
+        accept_confidence: float = 0.9,
     ) -> None:
         self.detector = detector
         self.reader = reader
@@ -199,9 +202,12 @@ class PlateRecognizer:
         self.max_candidates = max_candidates
         self.coarse_side = coarse_side
         self.accept_score = accept_score
-        self.coarse_margin = coarse_margin
+        self.line_margin = line_margin
         self.second_looks = second_looks
         self.second_look_lines = second_look_lines
+        self.second_look_below = second_look_below
+        self.accept_min_length = accept_min_length
+        self.accept_confidence = accept_confidence
 
     @classmethod
     def load(cls, models_dir: Path | None = None, *, threads: int = 2) -> PlateRecognizer:
@@ -240,9 +246,20 @@ class PlateRecognizer:
         return [plate for _, plate in scored]
 
     def _convincing(self, scored: list[tuple[float, PlateRead]]) -> bool:
-        """The coarse pass found a plate in a known format with a score to trust."""
-        return bool(scored) and (
-            scored[0][0] >= self.accept_score and format_prior(scored[0][1].text) == 1.0
+        """The best of ``scored`` is a plate to trust: a score of at least ``accept_score`` and
+        either a known format or a long, confident reading with digits."""
+        if not scored or scored[0][0] < self.accept_score:
+            return False
+        plate = scored[0][1]
+        if format_prior(plate.text) == 1.0:
+            return True
+        # Formats are evidence, not a whitelist: many states issue serials outside the common
+        # formats. A long, confident reading with digits is a plate read in full; short
+        # readings are often a plate clipped by the coarse box and need the finer look.
+        return (
+            len(plate.text) >= self.accept_min_length
+            and plate.confidence >= self.accept_confidence
+            and any(c.isdigit() for c in plate.text)
         )
 
     def _read_lines(
@@ -250,27 +267,39 @@ class PlateRecognizer:
     ) -> list[tuple[float, PlateRead]]:
         """Detect at ``max_side``, read the tallest line-shaped boxes, score them as plates."""
         lines = _join_split_lines(self.detector.detect(image_bgr, max_side=max_side))
-        if max(image_bgr.shape[:2]) > max_side:
-            # Boxes found on a shrunk frame end a little short of the first and last
-            # characters; give them back about a third of a character each side.
-            lines = [_widen(line, self.coarse_margin) for line in lines]
+        # The detector's line boxes often end a little short of the first and last characters
+        # (on shrunk frames nearly always, at full resolution on small plates): read each line
+        # lengthened by about a third of a character each side.
+        lines = [_widen(line, self.line_margin) for line in lines]
         lines = [line for line in lines if 1.5 <= line.width / max(line.height, 1.0) <= 15.0]
         lines.sort(key=lambda line: line.height, reverse=True)
         lines = lines[: self.max_lines]
-        readings = self.reader.read(image_bgr, [line.quad for line in lines])
         tallest = lines[0].height if lines else 1.0
         scored: list[tuple[float, PlateRead, _Line]] = []
-        for line, raw in zip(lines, readings, strict=True):
+        for line in lines:
+            # A line scores at most sqrt(height / tallest) (every other factor is at most 1),
+            # and lines come tallest first: once the best score so far reaches that bound, no
+            # line left can overtake it, and reading them (~10 ms each) would change nothing.
+            if scored and max(item[0] for item in scored) >= math.sqrt(line.height / tallest):
+                break
+            (raw,) = self.reader.read(image_bgr, [line.quad])
             item = self._score(image_bgr, line, raw, tallest)
             if item is not None:
                 scored.append((item[0], item[1], line))
+                if self._convincing([(item[0], item[1])]):
+                    # Unlike the bound above this is not exact (a shorter line could still
+                    # score higher), but a convincing plate is what the pass is looking for;
+                    # on the dev photos stopping here changed no reading.
+                    break
         scored.sort(key=lambda item: item[0], reverse=True)
         if scored and self.second_looks:
             # Second looks at the leaders, cut a little taller and a little shorter: on small
             # plates the line box often clips character tops or takes in the frame, which
             # costs look-alikes. The best-scoring of the readings of a line is kept.
             for index in range(min(self.second_look_lines, len(scored))):
-                _, _, line = scored[index]
+                _, leader, line = scored[index]
+                if min(leader.char_confidences, default=0.0) >= self.second_look_below:
+                    continue  # every character is already sure: another cut changes nothing
                 variants = [_grow(line, vertical) for vertical in self.second_looks]
                 variant_reads = self.reader.read(image_bgr, [v.quad for v in variants])
                 for variant, raw in zip(variants, variant_reads, strict=True):

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import string
+from pathlib import Path
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
 
-from agent.vision.detector import TextDetector
+from agent.vision.detector import TextBox, TextDetector
 from agent.vision.reader import (
     PLATE_ALPHABET,
     LineReading,
     PlateRecognizer,
+    TextReader,
     apply_plate_conventions,
     decode_plate_ctc,
     format_prior,
@@ -195,3 +197,91 @@ def test_overlong_reading_yields_to_its_middle_when_that_fits_a_format() -> None
     ranked = [option.text for option in rank_options(reading)]
     assert ranked[0] == "AYX8803"
     assert "4AYX8803" in ranked
+
+
+class _CountingDetector(TextDetector):
+    """The real detector, remembering the scale of each pass."""
+
+    def __init__(self, source: TextDetector) -> None:
+        super().__init__(source.session)
+        self.passes: list[int | None] = []
+
+    def detect(
+        self, image_bgr: npt.NDArray[np.uint8], *, max_side: int | None = None
+    ) -> list[TextBox]:
+        self.passes.append(max_side)
+        return super().detect(image_bgr, max_side=max_side)
+
+
+class _CountingReader(TextReader):
+    """The real reader, remembering how many lines each call read."""
+
+    def __init__(self, source: TextReader) -> None:
+        super().__init__(source._session, path=Path("plate_text_reader.onnx"))
+        self.calls: list[int] = []
+
+    def read(
+        self, image_bgr: npt.NDArray[np.uint8], quads: list[npt.NDArray[np.float32]]
+    ) -> list[LineReading]:
+        self.calls.append(len(quads))
+        return super().read(image_bgr, quads)
+
+
+def _counting(
+    recognizer: PlateRecognizer,
+) -> tuple[PlateRecognizer, _CountingDetector, _CountingReader]:
+    detector = _CountingDetector(recognizer.detector)
+    reader = _CountingReader(recognizer.reader)
+    return PlateRecognizer(detector, reader), detector, reader
+
+
+def _hd_frame(text: str) -> npt.NDArray[np.uint8]:
+    """A 1280x720 frame with a plate large enough for the coarse pass."""
+    image, _ = render_plate_scene(text, seed=5)
+    return np.asarray(cv2.resize(image, (1280, 720)), dtype=np.uint8)
+
+
+def test_confident_long_reading_outside_known_formats_settles_at_the_coarse_pass(
+    recognizer: PlateRecognizer,
+) -> None:
+    """A plate in a format the list does not know (one letter, six digits) but read in full
+    and with confidence is not looked at again at full resolution: formats are evidence, not a
+    whitelist, and the full pass costs four times the coarse one."""
+    assert format_prior("K179658") < 1.0
+    counting, detector, _ = _counting(recognizer)
+    assert counting.read(_hd_frame("K179658"))[0].text == "K179658"
+    assert detector.passes == [counting.coarse_side]
+
+
+def test_short_reading_outside_known_formats_gets_the_full_resolution_pass(
+    recognizer: PlateRecognizer,
+) -> None:
+    """A five-character reading in no known format may be a plate the coarse box clipped, so
+    the frame goes through the detector again at full resolution."""
+    assert format_prior("3127K") < 1.0
+    counting, detector, _ = _counting(recognizer)
+    assert counting.read(_hd_frame("3127K"))[0].text == "3127K"
+    assert detector.passes == [counting.coarse_side, counting.detector.max_side]
+
+
+def test_lines_that_cannot_outscore_a_sure_plate_are_not_read(
+    recognizer: PlateRecognizer,
+) -> None:
+    """Lines are read tallest first, and once one is a convincing plate (or scores at least
+    what a shorter line could reach: the square root of its height over the tallest's) the
+    rest are left unread; a plate whose every character is sure gets no second looks unless
+    told to look again below a higher bar."""
+    image, _ = render_plate_scene("7XKP291", seed=2, at=(200, 200))
+    for row, caption in enumerate(("DEALER AUTO SALES", "SERVICE 555 0123")):
+        cv2.putText(
+            image, caption, (40, 40 + 40 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (20, 20, 20), 2
+        )
+    counting, detector, reader = _counting(recognizer)
+    assert counting.read(image)[0].text == "7XKP291"
+    found = detector.detect(image, max_side=counting.coarse_side)
+    assert len(found) >= 3, "the captions should be found as text lines too"
+    assert reader.calls == [1]
+    counting.second_look_below = 1.1
+    reader.calls.clear()
+    assert counting.read(image)[0].text == "7XKP291"
+    assert reader.calls == [1, len(counting.second_looks)]
