@@ -230,6 +230,15 @@ class CacheConfig(_Section):
         le=86400.0,
         description="Shortest time between two resync requests to central after a gap.",
     )
+    install_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Scheduling niceness of the child process that verifies and installs bundles. "
+        "Above 0 a lookup the lane waits on wins a shared core over an install; on a lane whose "
+        "cores stay busy (camera), a high value can stretch a 100k-change delta from seconds to "
+        "tens of seconds (BENCHMARKS.md).",
+    )
 
     @model_validator(mode="after")
     def _update_not_larger_than_snapshot(self) -> Self:

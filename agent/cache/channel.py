@@ -58,6 +58,7 @@ class CacheChannel:
             lane_id=config.lane.lane_id,
             limits=BundleLimits(cache_config.max_snapshot_bytes, cache_config.max_update_bytes),
             on_swap=self._switch,
+            worker_nice=cache_config.install_nice,
         )
         self.updates = CacheUpdates(
             self.installer,

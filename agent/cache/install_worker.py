@@ -10,8 +10,8 @@ look a card up; in its own process it runs on another core and the lane's lookup
 SQLite, whose WAL lets this process commit while the lane keeps reading.
 
 Stdin: one JSON line (cache path, trust document, port and lane, limits, the agent clock's
-reading, source, and ``fd``: an open bundle file inherited from the agent, or null when the
-bundle's bytes follow the line). Stdout: one JSON line, one of ``{"outcome": ...}``,
+reading, source, ``nice``: how far below the agent's priority to run, and ``fd``: an open bundle
+file inherited from the agent, or null when the bundle's bytes follow the line). Stdout: one JSON line, one of ``{"outcome": ...}``,
 ``{"refused": {"reason", "detail"}}`` or ``{"error": "..."}``, with ``logs``: the records this
 process logged at INFO and above, for the agent to re-emit (they are the installer's own
 messages, which never quote cache content). The worker dies with the agent (Linux
@@ -97,6 +97,8 @@ def main() -> int:
     logging.getLogger().addHandler(collected)
     logging.getLogger().setLevel(logging.INFO)
     request = json.loads(sys.stdin.buffer.readline())
+    # Lower priority than the agent: when both want the same core, the lane's lookup wins.
+    os.nice(int(request.get("nice", 0)))
     with contextlib.ExitStack() as stack:
         fd = request["fd"]
         stream: IO[bytes]

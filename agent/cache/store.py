@@ -35,13 +35,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Protocol, Self
 
 from agent.cache import records
 from agent.cache.records import Problem, SourceRecord, StorageRow
 from agent.lane.credentials import Credential, CredentialStatus, Program
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 logger = logging.getLogger(__name__)
 
@@ -609,15 +610,14 @@ def _prepare(connection: sqlite3.Connection, path: Path, *, read_only: bool) -> 
     database that is not a credential cache of this schema version.
     """
     connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    db = sqlite_utils.Database(connection, recursive_triggers=False, execute_plugins=False)
-    blank = _is_blank(db)
+    blank = _is_blank(connection)
     if blank and read_only:
         raise CacheOpenError(
             path, "empty file, no credential cache in it", "import credentials into it first"
         )
     if not blank:
         # Before any pragma below changes a file that may belong to something else.
-        _check_schema(db, path)
+        _check_schema(connection, path)
     if read_only:
         return
     connection.execute("PRAGMA synchronous = FULL")
@@ -632,28 +632,43 @@ def _prepare(connection: sqlite3.Connection, path: Path, *, read_only: bool) -> 
     connection.execute("BEGIN IMMEDIATE")
     try:
         # Checked again under the write lock: another process may have created it meanwhile.
-        if _is_blank(db):
-            create_schema(db)
+        if _is_blank(connection):
+            import sqlite_utils  # here, not at the top: only a new file needs it (create_schema)
+
+            create_schema(
+                sqlite_utils.Database(connection, recursive_triggers=False, execute_plugins=False)
+            )
         connection.execute("COMMIT")
     finally:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
-    _check_schema(db, path)
+    _check_schema(connection, path)
 
 
-def _is_blank(db: sqlite_utils.Database) -> bool:
-    application_id, user_version = _identity(db)
-    return application_id == 0 and user_version == 0 and not db.table_names()
+def _is_blank(connection: sqlite3.Connection) -> bool:
+    application_id, user_version = _identity(connection)
+    return application_id == 0 and user_version == 0 and not _table_names(connection)
 
 
-def _identity(db: sqlite_utils.Database) -> tuple[int, int]:
-    application_id: int = db.execute("PRAGMA application_id").fetchone()[0]
-    user_version: int = db.execute("PRAGMA user_version").fetchone()[0]
+def _identity(connection: sqlite3.Connection) -> tuple[int, int]:
+    application_id: int = connection.execute("PRAGMA application_id").fetchone()[0]
+    user_version: int = connection.execute("PRAGMA user_version").fetchone()[0]
     return application_id, user_version
 
 
+def _table_names(connection: sqlite3.Connection) -> set[str]:
+    return {
+        name
+        for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+
+
 def create_schema(db: sqlite_utils.Database) -> None:
-    """Create every table, code table and view of an empty cache file."""
+    """Create every table, code table and view of an empty cache file.
+
+    The only part of the cache that uses sqlite-utils, and it is imported where this is called:
+    it pulls in numpy, about 0.2 s of start-up an install worker applying a delta does not need.
+    """
     # sqlite-utils cannot declare WITHOUT ROWID, so the two big tables are plain DDL.
     for statement in _CREATE_TABLES.split(";"):
         if statement.strip():
@@ -669,8 +684,8 @@ def create_schema(db: sqlite_utils.Database) -> None:
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def _check_schema(db: sqlite_utils.Database, path: Path) -> None:
-    application_id, user_version = _identity(db)
+def _check_schema(connection: sqlite3.Connection, path: Path) -> None:
+    application_id, user_version = _identity(connection)
     if application_id != APPLICATION_ID:
         raise CacheOpenError(
             path,
@@ -683,7 +698,7 @@ def _check_schema(db: sqlite_utils.Database, path: Path) -> None:
             f"schema version {user_version}, this lane-agent reads {SCHEMA_VERSION}",
             "run the lane-agent release that wrote it, or move it aside and import again",
         )
-    missing = _TABLES - set(db.table_names())
+    missing = _TABLES - _table_names(connection)
     if missing:
         raise CacheOpenError(
             path,
@@ -691,7 +706,10 @@ def _check_schema(db: sqlite_utils.Database, path: Path) -> None:
             "move the file aside and import the credentials again",
         )
     for table, codes in _CODE_TABLES.items():
-        stored = {name: code for code, name in db.execute(f"SELECT code, name FROM {table}")}  # noqa: S608
+        stored = {
+            name: code
+            for code, name in connection.execute(f"SELECT code, name FROM {table}")  # noqa: S608
+        }
         if stored != codes:
             raise CacheOpenError(
                 path,

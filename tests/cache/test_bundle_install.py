@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import threading
 import time
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.cache import CacheImportError, CredentialCache
+from agent.cache import CacheImportError, CredentialCache, bundle
 from agent.cache.bundle import Kind
-from agent.cache.install import CacheInstaller, CacheState
+from agent.cache.install import SNAPSHOT_PAGE_SIZE, CacheInstaller, CacheState
 from agent.lane.credentials import CredentialStatus
 from tests.cache.conftest import valid_record
 from tests.cache.kit import Central, installer_for, record_line, ref
@@ -64,6 +65,52 @@ def test_snapshot_then_delta_then_revocation_change_what_lookups_return(
         assert revoked.status is CredentialStatus.REVOKED
     assert report.state.bundle_version == 2
     assert report.state.revocation_serial == 1
+
+
+def test_a_delta_of_several_batches_applies_every_change_in_one_transaction(
+    cache_path: Path, central: Central, installer: CacheInstaller
+) -> None:
+    installer.install_bytes(
+        central.bundle(Kind.SNAPSHOT, 1, map(record_line, range(1, 3001))), source="t"
+    )
+    changes = [
+        f"D\t{ref(n)}" if n % 3 == 0 else f"U\t{record_line(n, 'SUSPENDED')}"
+        for n in range(1, 3001, 2)
+    ]
+    changes += [f"U\t{record_line(n)}" for n in range(5001, 5101)]
+    assert len(changes) > 2 * bundle.DELTA_BATCH_ROWS
+    report = installer.install_bytes(
+        central.bundle(Kind.DELTA, 2, changes, base_version=1), source="t"
+    )
+    assert (report.records, report.changed) == (len(changes), len(changes))
+    with CredentialCache.open(cache_path) as lookups:
+        for n in (1, 7, 2999):
+            card = lookups.lookup(ref(n))
+            assert card is not None
+            assert card.status is CredentialStatus.SUSPENDED
+        assert lookups.lookup(ref(3)) is None, "deleted"
+        assert lookups.lookup(ref(2997)) is None, "deleted"
+        unchanged = lookups.lookup(ref(2))
+        assert unchanged is not None
+        assert unchanged.status is CredentialStatus.ACTIVE
+        assert lookups.lookup(ref(5100)) is not None, "added"
+        assert lookups.stats().credentials == 3000 - 500 + 100
+
+
+def test_snapshot_files_use_small_pages_so_a_delta_writes_less(
+    cache_path: Path, central: Central, installer: CacheInstaller
+) -> None:
+    """A delta writes each page it touches to the WAL: 1 KiB pages, not SQLite's 4 KiB."""
+    installer.install_bytes(
+        central.bundle(Kind.SNAPSHOT, 1, map(record_line, range(1, 101))), source="t"
+    )
+    connection = sqlite3.connect(f"{cache_path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        assert connection.execute("PRAGMA page_size").fetchone() == (SNAPSHOT_PAGE_SIZE,)
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        connection.close()
+    assert SNAPSHOT_PAGE_SIZE < 4096
 
 
 def test_a_snapshot_swaps_the_file_in_force_and_lookups_switch_on_reopen(

@@ -167,6 +167,32 @@ CASES: dict[str, tuple[Case, RefusalReason]] = {
         ),
         RefusalReason.INVALID_RECORD,
     ),
+    "a ref changed twice in one delta": (
+        lambda c: c.bundle(
+            Kind.DELTA,
+            7,
+            [f"U\t{record_line(60)}", f"U\t{record_line(60, 'SUSPENDED')}"],
+            base_version=6,
+        ),
+        RefusalReason.INVALID_RECORD,
+    ),
+    "a ref both replaced and deleted in one delta": (
+        lambda c: c.bundle(Kind.DELTA, 7, [f"U\t{record_line(3)}", f"D\t{ref(3)}"], base_version=6),
+        RefusalReason.INVALID_RECORD,
+    ),
+    "a delta deleting a ref that is not upper-case hex": (
+        lambda c: c.bundle(Kind.DELTA, 7, [f"D\t{ref(3).lower()}"], base_version=6),
+        RefusalReason.INVALID_RECORD,
+    ),
+    "a bad line after more than one batch of good ones": (
+        lambda c: c.bundle(
+            Kind.DELTA,
+            7,
+            [*(f"U\t{record_line(n)}" for n in range(100, 1400)), "U\tnot a record"],
+            base_version=6,
+        ),
+        RefusalReason.INVALID_RECORD,
+    ),
     "a delta line that is neither U nor D": (
         lambda c: c.bundle(Kind.DELTA, 7, [f"X\t{ref(60)}"], base_version=6),
         RefusalReason.INVALID_RECORD,

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.cache import install
+from agent.cache import CredentialCache, install
 from agent.cache.bundle import Kind
+from agent.cache.channel import CacheChannel
 from agent.cache.install import CacheInstaller, InstallWorkerError
-from tests.cache.kit import Central, fingerprint, installer_for, record_line, ref
+from agent.config import load_config
+from tests.cache.kit import LANE, PORT, Central, fingerprint, installer_for, record_line, ref
 
 
 @pytest.fixture
@@ -51,6 +53,50 @@ def test_each_install_runs_in_a_child_process_not_in_the_agent(
     assert from_file.worker_pid != from_bytes.worker_pid, "one worker per install"
     assert (from_file.changed, from_bytes.changed) == (51, 1)
     assert installer.stats().installed == {"delta": 1, "revocation": 1}
+
+
+@pytest.mark.parametrize("worker_nice", [None, 0])
+def test_the_worker_runs_below_the_agents_priority_unless_told_otherwise(
+    cache_path: Path,
+    central: Central,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    worker_nice: int | None,
+) -> None:
+    """By default the worker is niced by WORKER_NICE: on a shared core the lane's lookups win."""
+    probe = tmp_path / "worker-nice"
+    monkeypatch.setattr(install, "WORKER_MODULE", "tests.cache.probe_worker")
+    monkeypatch.setenv("LANE_AGENT_TEST_WORKER_PROBE", str(probe))
+    options = {} if worker_nice is None else {"worker_nice": worker_nice}
+    installer = installer_for(cache_path, central, **options)
+    assert installer.install_bytes(delta_to_2(central), source="mqtt").changed == 51
+    added = install.WORKER_NICE if worker_nice is None else worker_nice
+    assert int(probe.read_text()) == min(19, os.nice(0) + added)
+
+
+def test_the_lanes_configured_install_nice_reaches_the_worker(
+    cache_path: Path,
+    central: Central,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``cache.install_nice`` in the lane's TOML is the niceness the install worker runs at."""
+    config_path = tmp_path / "lane.toml"
+    config_path.write_text(
+        f'[lane]\nport_id = "{PORT}"\nlane_id = "{LANE}"\n[controller]\ndevice = "/dev/null"\n'
+        f'[cache]\npath = "{cache_path}"\ntrust_file = "{central.trust_path}"\n'
+        "install_nice = 3\n"
+    )
+    channel = CacheChannel(
+        load_config(config_path), CredentialCache.open(cache_path), trust_owner_uid=os.getuid()
+    )
+    assert channel.installer is not None
+    probe = tmp_path / "worker-nice"
+    monkeypatch.setattr(install, "WORKER_MODULE", "tests.cache.probe_worker")
+    monkeypatch.setenv("LANE_AGENT_TEST_WORKER_PROBE", str(probe))
+    report = channel.installer.install_bytes(delta_to_2(central), source="mqtt")
+    assert report.changed == 51
+    assert int(probe.read_text()) == min(19, os.nice(0) + 3)
 
 
 def test_a_worker_killed_mid_install_raises_a_clear_error_and_leaves_the_cache_unchanged(
