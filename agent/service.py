@@ -3,14 +3,24 @@
 Threads and who owns what:
 
 * the controller link's reader thread owns the serial port and only enqueues messages;
-* paho's network thread and the uplink's publisher thread own the MQTT session and read the
-  outbox; paho callbacks only enqueue;
+* the uplink's publisher thread owns the MQTT session: it drives paho's socket itself, reads the
+  outbox and hands acknowledged rows to a small marker thread that marks them sent; paho
+  callbacks only record what happened;
 * the engine thread (the caller of ``LaneService.run``) owns all lane state: it takes inputs
   from the one inbox, runs the pure lane core, looks cards up in the cache, commits each
   crossing to the outbox and only then wakes the publisher.
 
 A crossing therefore exists on disk before anyone hears of it, and nothing but the engine
 thread ever touches lane state.
+
+Before that, every tag read and loop edge is journalled (``agent/uplink/journal.py``) by the link
+thread before the controller gets its ACK, stamped with the time it arrived, and goes to the
+engine with its journal id. Each committed crossing clears, in its own transaction, the journal
+rows the engine had applied when it closed, together with a checkpoint of the engine's state. At
+start the engine is restored from the last checkpoint and the rows after it are replayed with
+their original times, before the link opens: the vehicle that was at the booth when the agent
+died is back, and crossings the replay closes that were stored before are recognised by their
+number and not stored again.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.cache import CredentialCache
@@ -34,11 +44,20 @@ from agent.lane.events import LaneInput, LoopChanged, PlateSeen, TagRead, Tick, 
 from agent.lane.policy import Decision
 from agent.sdnotify import SystemdNotifier
 from agent.uplink.delivery import Delivery
+from agent.uplink.journal import (
+    ClosedCrossing,
+    InputJournal,
+    JournalError,
+    JournalInput,
+    JournalledEngine,
+)
 from agent.uplink.publisher import UplinkState
 from agent.uplink.topics import Topics
 from firmware_bridge import codec
 from firmware_bridge.link import (
+    ControllerEvent,
     ControllerLink,
+    EventOrigin,
     LinkDown,
     LinkDownReason,
     LinkStats,
@@ -51,6 +70,26 @@ if TYPE_CHECKING:
     from agent.vision.capture import FrameSource
 
 logger = logging.getLogger(__name__)
+
+TICK_LAG_S = 0.2
+"""Ticks run this far behind the clock, so that an input stamped on the link thread just before a
+tick, and still being journalled, is not applied after it (out of order)."""
+IDLE_CHECKPOINT_S = 10.0
+"""While no crossing closes, the engine state is checkpointed this often (if inputs arrived), so
+the journal stays short during a long stay at the booth or a burst of dropped reads."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerInput:
+    """A tag read or loop edge from the controller, on its way from the link thread to the engine.
+
+    ``journal_id`` is its input-journal row; None when it could not be journalled
+    (``journal_error`` says why) and lives in memory only.
+    """
+
+    lane_input: JournalInput
+    journal_id: int | None
+    journal_error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +108,10 @@ class ServiceCounters:
     loop_events: int = 0
     controller_faults: int = 0
     link_downs: int = 0
+    replayed_inputs: int = 0
+    """Journalled inputs replayed at start (the vehicle at the booth when the agent stopped)."""
+    replayed_already_stored: int = 0
+    """Crossings the replay closed again that had been stored before: not stored twice."""
     by_recommendation: dict[str, int] = field(default_factory=dict)
 
 
@@ -116,17 +159,7 @@ class LaneService:
         )
         self.delivery = delivery
         delivery.board.contribute("cache", cache_channel.status)  # version, age, refusals
-        outbox, uplink = delivery.outbox, delivery.uplink
-        link = ControllerLink(
-            config.controller.device,
-            on_message=self.inbox.put_nowait,
-            baudrate=config.controller.baudrate,
-            ping_interval_s=config.controller.ping_interval_s,
-            silence_timeout_s=config.controller.silence_timeout_s,
-            signal_retry_interval_s=config.controller.signal_ack_timeout_s,
-        )
-        self._link = link
-        delivery.attach_signal(link)
+        outbox, uplink, journal = delivery.outbox, delivery.uplink, delivery.journal
         correlation, lane_policy = config.lane.correlation.settings(), config.lane.policy()
         plates = None
         if config.camera.enabled:
@@ -141,12 +174,30 @@ class LaneService:
                 clock=self.clock,
                 source=self.camera_source,
             )
-        engine = LaneEngine(
-            correlation,
-            cache_channel.policy(lane_policy),
-            cache.lookup,
-            cache_channel.fresh_at,
+
+        def make_engine(state: dict[str, Any] | None) -> LaneEngine:
+            return LaneEngine(
+                correlation,
+                cache_channel.policy(lane_policy),
+                cache.lookup,
+                cache_channel.fresh_at,
+                state=state,
+            )
+
+        # The engine as the journal left it: the last checkpoint, inputs after it still to replay.
+        lane = JournalledEngine(journal, make_engine)
+        link = ControllerLink(
+            config.controller.device,
+            on_message=self.inbox.put_nowait,
+            on_event=lambda event, origin: self._journal_event(journal, event, origin),
+            resume=lane.resume,
+            baudrate=config.controller.baudrate,
+            ping_interval_s=config.controller.ping_interval_s,
+            silence_timeout_s=config.controller.silence_timeout_s,
+            signal_retry_interval_s=config.controller.signal_ack_timeout_s,
         )
+        self._link = link
+        delivery.attach_signal(link)
         # meta() reads a few rows; stats() would count 15 M credentials at every start.
         logger.info(
             "lane %s/%s (%s) starting: cache data version %s, %d events waiting in outbox",
@@ -157,7 +208,16 @@ class LaneService:
             outbox.stats().depth,
         )
 
-        def commit(decision: Decision) -> None:
+        def commit(closed: ClosedCrossing) -> None:
+            decision = closed.decision
+            if lane.already_stored(closed):
+                self.counters.replayed_already_stored += 1
+                logger.info(
+                    "crossing %d, closed again by the journal replay, was stored before the "
+                    "restart: not stored twice",
+                    closed.number,
+                )
+                return
             committed_at = self.clock()
             event_id = uuid7()
             row = delivery.commit(
@@ -170,7 +230,8 @@ class LaneService:
                         cache=cache_channel.cache_info(),
                         committed_at=committed_at,
                     )
-                )
+                ),
+                in_transaction=lane.on_commit(closed),
             )
             self._count(decision)
             if row is None:  # held in memory until the outbox takes it; the lane is on manual
@@ -194,21 +255,25 @@ class LaneService:
         try:
             cache_channel.start()
             uplink.start()
+            # Before the link opens: the vehicle at the booth comes back before its next input.
+            for closed in lane.replay():
+                commit(closed)
+            self.counters.replayed_inputs = len(lane.recovery.entries)
             link.start()
             if plates is not None:
                 plates.start()
             self.notifier.ready(f"lane {config.lane.port_id}/{config.lane.lane_id} running")
             self.ready.set()
-            self._loop(stop, engine, commit)
+            self._loop(stop, lane, commit)
         finally:
             self.notifier.stopping()
             if plates is not None:
                 plates.stop()
             link.close()
             # Inputs that arrived before the link closed still belong to vehicles: apply them.
-            self._drain(engine, commit)
-            for decision in engine.shutdown(self.clock()):
-                commit(decision)
+            self._drain(lane, commit)
+            for closed in lane.shutdown(self.clock()):
+                commit(closed)
             delivery.close(config.service.shutdown_flush_s)
             cache_channel.stop()
             cache.close()
@@ -227,53 +292,87 @@ class LaneService:
     def _loop(
         self,
         stop: threading.Event,
-        engine: LaneEngine,
-        commit: Callable[[Decision], None],
+        lane: JournalledEngine,
+        commit: Callable[[ClosedCrossing], None],
     ) -> None:
         tick = self.config.service.tick_interval_s
         watchdog_every = self.notifier.watchdog_interval_s
         next_watchdog = time.monotonic()
+        next_checkpoint = time.monotonic() + IDLE_CHECKPOINT_S
         while not stop.is_set():
             try:
                 item: object = self.inbox.get(timeout=tick)
             except queue.Empty:
                 item = None
-            for decision in self._apply(engine, item):
-                commit(decision)
+            for closed in self._apply(lane, item):
+                commit(closed)
             self.delivery.tick()
+            if time.monotonic() >= next_checkpoint:
+                next_checkpoint = time.monotonic() + IDLE_CHECKPOINT_S
+                lane.idle_checkpoint(held=self.delivery.committer.held)
             if watchdog_every is not None and time.monotonic() >= next_watchdog:
                 self.notifier.watchdog()
                 next_watchdog = time.monotonic() + watchdog_every
 
-    def _drain(self, engine: LaneEngine, commit: Callable[[Decision], None]) -> None:
+    def _drain(self, lane: JournalledEngine, commit: Callable[[ClosedCrossing], None]) -> None:
         while True:
             try:
                 item = self.inbox.get_nowait()
             except queue.Empty:
                 return
-            for decision in self._apply(engine, item):
-                commit(decision)
+            for closed in self._apply(lane, item):
+                commit(closed)
 
-    def _apply(self, engine: LaneEngine, item: object) -> list[Decision]:
+    def _journal_event(
+        self, journal: InputJournal, event: ControllerEvent, origin: EventOrigin | None
+    ) -> None:
+        """Link thread: journal a tag read or loop edge, then enqueue it; the link ACKs after.
+
+        An input that cannot be journalled still goes to the engine (the lane keeps working on
+        it from memory, on manual processing) rather than stopping the lane.
+        """
         now = self.clock()
+        lane_input: JournalInput
+        match event:
+            case codec.TagRead():
+                lane_input = TagRead(
+                    at=now,
+                    epc=event.epc_hex,
+                    antenna=event.antenna,
+                    rssi_dbm=event.rssi_deci_dbm / 10.0,
+                    tid=event.tid.hex().upper() if event.tid else None,
+                )
+            case codec.Loop():
+                lane_input = LoopChanged(at=now, loop_id=event.loop_id, occupied=event.occupied)
+            case _:
+                self.inbox.put_nowait(event)  # a controller fault: logged, not a lane input
+                return
+        try:
+            journal_id = journal.append(lane_input, origin)
+        except JournalError as error:
+            self.inbox.put_nowait(ControllerInput(lane_input, None, error.detail))
+            return
+        self.inbox.put_nowait(ControllerInput(lane_input, journal_id))
+
+    def _apply(self, lane: JournalledEngine, item: object) -> list[ClosedCrossing]:
+        if isinstance(item, ControllerInput):
+            if isinstance(item.lane_input, TagRead):
+                self.counters.tag_reads += 1
+            else:
+                self.counters.loop_events += 1
+            if item.journal_id is None:
+                self.delivery.journal_failed(item.journal_error)
+            else:
+                self.delivery.journal_recovered()
+            return lane.handle(item.lane_input, item.journal_id)
+        # Engine-thread times run TICK_LAG_S behind, never behind an input already applied.
+        now = max(lane.last_input_at, self.clock() - TICK_LAG_S)
         lane_input = self._lane_input(item, now)
-        return engine.handle(lane_input if lane_input is not None else Tick(now))
+        return lane.handle(lane_input if lane_input is not None else Tick(now))
 
     def _lane_input(self, item: object, now: float) -> LaneInput | None:
         """Translate an adapter message into a core input (None: nothing for the core)."""
         match item:
-            case codec.TagRead():
-                self.counters.tag_reads += 1
-                return TagRead(
-                    at=now,
-                    epc=item.epc_hex,
-                    antenna=item.antenna,
-                    rssi_dbm=item.rssi_deci_dbm / 10.0,
-                    tid=item.tid.hex().upper() if item.tid else None,
-                )
-            case codec.Loop():
-                self.counters.loop_events += 1
-                return LoopChanged(at=now, loop_id=item.loop_id, occupied=item.occupied)
             case PlateSeen():
                 return item  # stamped by the plate thread with its frame's capture time
             case VisionChanged():

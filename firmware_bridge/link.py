@@ -6,10 +6,18 @@ the ``on_message`` callback in sequence order, pings the controller, notices sil
 the port with back-off when it vanishes (a lane cable gets unplugged) and resends SET_SIGNAL
 until the controller acknowledges it.
 
-The callback runs on the link thread and must only enqueue (the agent passes
-``queue.put_nowait``): while it runs, nothing is read from the port. If it raises, the event is
+The callback runs on the link thread and must only enqueue (or, for ``on_event``, store the
+event and enqueue): while it runs, nothing is read from the port. If it raises, the event is
 kept and offered again on the next tick, so a full queue slows the controller down instead of
 losing a read.
+
+An event is acknowledged to the controller only after its callback has returned, never on
+mere receipt: the controller keeps resending it until then. So an agent that stores each event
+in its callback (the lane agent's input journal) never leaves an acknowledged event only in
+memory, and an agent killed before the callback returned gets the event again from the
+controller. ``on_event`` receives each controller event with its :class:`EventOrigin` (boot and
+seq), and ``resume`` tells a new link which events of the current boot a previous run already
+took, so those are acknowledged again but not delivered twice.
 
 Everything the callback receives is one of :data:`LinkMessage`: the controller's own
 :class:`TagRead`, :class:`Loop`, :class:`Fault` and :class:`Heartbeat` messages, and the link's
@@ -113,6 +121,19 @@ class SignalFailed:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class EventOrigin:
+    """Where a controller event came from: the controller's boot and the event's seq in it.
+
+    A store that records the origin of the last event it took can hand it to the next link as
+    ``resume``, so that an event stored just before the agent died (its ACK never sent) is not
+    delivered a second time when the controller resends it.
+    """
+
+    boot_id: int
+    seq: int
+
+
 LinkEvent = LinkUp | LinkDown | SignalAcked | SignalFailed
 ControllerEvent = TagRead | Loop | Fault
 """Controller messages delivered exactly once, in the order the controller sent them."""
@@ -143,9 +164,14 @@ class EventSequencer:
     them is filled by a resend. A HELLO with a new ``boot_id`` restarts counting at its
     ``resume_seq``; anything held from the old boot is released first, gaps and all, because a
     rebooted controller never resends it.
+
+    ``resume`` is the last event a previous run of the agent took from this controller: when
+    the first HELLO is of that boot and that event lies between the HELLO's ``resume_seq`` and
+    the HELLO itself (the controller still holds it unacknowledged), counting starts after it,
+    so the resent copy counts as a duplicate.
     """
 
-    def __init__(self, window: int = RECEIVE_WINDOW):
+    def __init__(self, window: int = RECEIVE_WINDOW, *, resume: EventOrigin | None = None):
         if not 1 <= window < _HALF_SEQ_SPACE:
             raise ValueError(f"window must be 1..{_HALF_SEQ_SPACE - 1}, got {window}")
         self.window = window
@@ -153,6 +179,7 @@ class EventSequencer:
         self.next_seq = 0
         self.events_lost = 0
         self._held: dict[int, _SequencedMessage] = {}
+        self._resume = resume
 
     @property
     def synced(self) -> bool:
@@ -171,7 +198,19 @@ class EventSequencer:
             orphans = self._release_all()
             self.boot_id = hello.boot_id
             self.next_seq = hello.resume_seq
+            resume, self._resume = self._resume, None
+            if resume is not None and resume.boot_id == hello.boot_id:
+                after = (resume.seq + 1) % SEQ_MODULO
+                # Only within what the controller still holds, up to this HELLO: a resume point it
+                # has moved past says nothing, and one beyond the HELLO is from another power-up
+                # that happened to draw the same boot id.
+                if (after - hello.resume_seq) % SEQ_MODULO <= (seq - hello.resume_seq) % SEQ_MODULO:
+                    self.next_seq = after
         return self.offer(seq, hello), orphans, new_boot
+
+    def is_delivered(self, seq: int) -> bool:
+        """``seq`` lies before ``next_seq``: delivered (or skipped at resume), so safe to ACK."""
+        return self.boot_id is not None and (seq - self.next_seq) % SEQ_MODULO >= _HALF_SEQ_SPACE
 
     def offer(self, seq: int, event: _SequencedMessage) -> Offer:
         if self.boot_id is None:
@@ -281,6 +320,11 @@ class ControllerLink:
     ``port`` is a device path (``/dev/ttyUSB0``, a udev symlink, or a pty slave in tests); it is
     opened with an exclusive lock so that ModemManager and friends keep off it. Timeouts are in
     seconds. Call :meth:`start` once, :meth:`close` at shutdown (or use ``with``).
+
+    ``on_event``, when given, receives the controller's TAG_READ, LOOP and FAULT events instead
+    of ``on_message``, each with its :class:`EventOrigin` (None for events released by a
+    controller reboot, which the controller never resends). ``resume`` is the origin of the last
+    event a previous run took (see :class:`EventSequencer`).
     """
 
     def __init__(
@@ -288,6 +332,8 @@ class ControllerLink:
         port: str,
         on_message: Callable[[LinkMessage], None],
         *,
+        on_event: Callable[[ControllerEvent, EventOrigin | None], None] | None = None,
+        resume: EventOrigin | None = None,
         baudrate: int = 115_200,
         ping_interval_s: float = 1.0,
         silence_timeout_s: float = 3.5,
@@ -312,6 +358,7 @@ class ControllerLink:
             raise ValueError(f"signal_max_attempts must be >= 1, got {signal_max_attempts}")
         self.port = port
         self._on_message = on_message
+        self._event_callback = on_event
         self._baudrate = baudrate
         self._ping_interval_s = ping_interval_s
         self._silence_timeout_s = silence_timeout_s
@@ -331,7 +378,7 @@ class ControllerLink:
         # Below: touched only by the link thread (stats() reads ints, which is safe to race).
         self._serial: serial.Serial | None = None
         self._decoder = FrameDecoder(name=port)
-        self._sequencer = EventSequencer()
+        self._sequencer = EventSequencer(resume=resume)
         self._counters = _Counters()
         self._hello: Hello | None = None
         self._up = False
@@ -560,11 +607,16 @@ class ControllerLink:
 
     def _on_hello(self, seq: int, hello: Hello) -> None:
         offer, orphans, new_boot = self._sequencer.hello(seq, hello)
-        self._acknowledge(seq, offer)
+        # Acknowledged in seq order like every event (when it is its turn, in _deliver_ready):
+        # the controller's unacknowledged events then always form one run of seqs, so the next
+        # agent, starting at resume_seq, never waits for a seq that will not be resent.
+        if offer is Offer.DUPLICATE and self._sequencer.is_delivered(seq):
+            self._send_ack(seq)
         if not new_boot:
             return
         for event in orphans:
-            if not isinstance(event, Hello) and self._emit(event):
+            # The rebooted controller will never resend these: one try, no origin to resume at.
+            if not isinstance(event, Hello) and self._emit_event(event, None):
                 self._counters.events_delivered += 1
         restarted = self._hello is not None
         self._hello = hello
@@ -594,23 +646,44 @@ class ControllerLink:
             )
         elif offer is Offer.DUPLICATE:
             self._counters.duplicates += 1
-        self._acknowledge(seq, offer)
+            # Our ACK was lost: send it again, but only for an event already handed over. A copy
+            # of one still held (waiting for a gap to fill) is acknowledged when it is delivered.
+            if self._sequencer.is_delivered(seq):
+                self._send_ack(seq)
 
-    def _acknowledge(self, seq: int, offer: Offer) -> None:
-        if offer in (Offer.NEW, Offer.DUPLICATE) and self._send(Ack(seq)):
+    def _send_ack(self, seq: int) -> None:
+        if self._send(Ack(seq)):
             self._counters.acks_sent += 1
 
     def _deliver_ready(self) -> None:
         while (event := self._sequencer.next_ready()) is not None:
-            if not isinstance(event, Hello):
-                if not self._emit(event, retried=True):
-                    return
-                self._counters.events_delivered += 1
+            seq = self._sequencer.next_seq
+            if isinstance(event, Hello):  # it delivers nothing
+                self._sequencer.advance()
+                self._send_ack(seq)
+                continue
+            boot_id = self._sequencer.boot_id
+            assert boot_id is not None  # nothing is held before a HELLO
+            if not self._emit_event(event, EventOrigin(boot_id, seq), retried=True):
+                return  # not acknowledged: kept, offered again, and resent by the controller
+            self._counters.events_delivered += 1
             self._sequencer.advance()
+            self._send_ack(seq)
+
+    def _emit_event(
+        self, event: ControllerEvent, origin: EventOrigin | None, *, retried: bool = False
+    ) -> bool:
+        if self._event_callback is None:
+            return self._emit(event, retried=retried)
+        on_event = self._event_callback
+        return self._call(lambda: on_event(event, origin), event, retried=retried)
 
     def _emit(self, message: LinkMessage, *, retried: bool = False) -> bool:
+        return self._call(lambda: self._on_message(message), message, retried=retried)
+
+    def _call(self, deliver: Callable[[], None], message: LinkMessage, *, retried: bool) -> bool:
         try:
-            self._on_message(message)
+            deliver()
         except Exception:
             self._counters.callback_errors += 1
             if not self._delivery_failing:

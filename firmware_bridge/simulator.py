@@ -632,7 +632,12 @@ class ControllerSimulator:
                 in_flight.last_sent_at = now
                 in_flight.attempts += 1
                 self._counters.resends += 1
-                self._transmit(in_flight.message, seq)
+                message = in_flight.message
+                if isinstance(message, Hello):
+                    # resume_seq is the oldest unacknowledged seq when this copy is sent
+                    # (PROTOCOL.md §3): a stale one would point a new agent at acknowledged seqs.
+                    message = dataclasses.replace(message, resume_seq=next(iter(self._in_flight)))
+                self._transmit(message, seq)
 
     def _heartbeat(self, now: float) -> None:
         self._next_heartbeat_at = now + self.heartbeat_interval_s

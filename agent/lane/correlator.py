@@ -17,13 +17,21 @@ A card of the vehicle that just left is often read again while the next vehicle 
 (reader fields reach past the booth). Such straggler reads within ``straggler_window_s`` of the
 close are dropped rather than attributed to the next vehicle, because a card cannot
 physically belong to two consecutive vehicles within seconds.
+
+The correlator's state can be exported as plain JSON-compatible data and restored
+(:meth:`CrossingCorrelator.export_state`, :meth:`CrossingCorrelator.restore`): the agent's input
+journal stores it with each committed crossing and, after a crash, replays the journalled inputs
+on top of it. Because the correlator reads no clock, a replay of the same inputs with the same
+times closes the same crossings, which :attr:`CrossingCorrelator.closed_count` numbers.
 """
 
 from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.lane.events import (
     LaneInput,
@@ -189,11 +197,105 @@ class CrossingCorrelator:
         self._plate_preroll: deque[PlateSeen] = deque()
         self._recently_closed_plates: dict[str, float] = {}
         self._last_closed_at = float("-inf")
+        self._closed_count = 0
 
     @property
     def has_open_crossing(self) -> bool:
         """True while a vehicle (or a burst of reads) is being collected."""
         return self._open is not None
+
+    @property
+    def closed_count(self) -> int:
+        """Crossings closed so far, counting those before the state was restored.
+
+        The n-th crossing closed is crossing number n: a replay from a restored state numbers
+        the crossings it closes the same way the original run did.
+        """
+        return self._closed_count
+
+    def export_state(self) -> dict[str, Any]:
+        """What shapes how later inputs are correlated, as plain JSON-compatible data.
+
+        Plate readings waiting for a crossing and those of the open crossing are left out: their
+        crops are large and plate readings are not journalled, so a restored correlator
+        continues without them. Counters are per run and left out too.
+        """
+        current = self._open
+        return {
+            "version": _STATE_VERSION,
+            "closed_count": self._closed_count,
+            "last_at": _finite_or_none(self._last_at),
+            "last_closed_at": _finite_or_none(self._last_closed_at),
+            "recently_closed": dict(self._recently_closed),
+            "recently_closed_plates": dict(self._recently_closed_plates),
+            "vision_fault": None if self._vision_fault is None else self._vision_fault.value,
+            "open": None
+            if current is None
+            else {
+                "opened_at": current.opened_at,
+                "opened_by": current.opened_by.value,
+                "vehicle_detected": current.vehicle_detected,
+                "last_activity_at": current.last_activity_at,
+                "vision_faults": sorted(fault.value for fault in current.vision_faults),
+                "cards": [
+                    {
+                        "ref": card.ref,
+                        "reads": card.reads,
+                        "first_at": card.first_at,
+                        "last_at": card.last_at,
+                        "best_rssi_dbm": card.best_rssi_dbm,
+                        "antennas": sorted(card.antennas),
+                        "tid": card.tid,
+                    }
+                    for card in current.cards.values()
+                ],
+            },
+        }
+
+    @classmethod
+    def restore(cls, settings: CorrelationSettings, state: Mapping[str, Any]) -> CrossingCorrelator:
+        """A correlator in the state :meth:`export_state` described.
+
+        Raises ``ValueError`` for a state of another version or of the wrong shape.
+        """
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"correlator state version {state.get('version')!r} is not supported")
+        correlator = cls(settings)
+        try:
+            correlator._closed_count = int(state["closed_count"])
+            correlator._last_at = _float_or_minus_inf(state["last_at"])
+            correlator._last_closed_at = _float_or_minus_inf(state["last_closed_at"])
+            correlator._recently_closed = {
+                str(ref): float(at) for ref, at in state["recently_closed"].items()
+            }
+            correlator._recently_closed_plates = {
+                str(text): float(at) for text, at in state["recently_closed_plates"].items()
+            }
+            fault = state["vision_fault"]
+            correlator._vision_fault = None if fault is None else VisionFault(fault)
+            current = state["open"]
+            if current is not None:
+                opened = _OpenCrossing(
+                    opened_at=float(current["opened_at"]),
+                    opened_by=OpenedBy(current["opened_by"]),
+                    vehicle_detected=bool(current["vehicle_detected"]),
+                    last_activity_at=float(current["last_activity_at"]),
+                    vision_faults={VisionFault(f) for f in current["vision_faults"]},
+                )
+                for card in current["cards"]:
+                    opened.cards[str(card["ref"])] = _CardAccumulator(
+                        ref=str(card["ref"]),
+                        reads=int(card["reads"]),
+                        first_at=float(card["first_at"]),
+                        last_at=float(card["last_at"]),
+                        best_rssi_dbm=float(card["best_rssi_dbm"]),
+                        antennas={int(a) for a in card["antennas"]},
+                        tid=None if card["tid"] is None else str(card["tid"]),
+                    )
+                correlator._open = opened
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"correlator state is malformed: {error!r}") from error
+        return correlator
 
     def handle(self, event: LaneInput) -> list[Crossing]:
         """Apply one input; return the crossings it closed (zero, one or two)."""
@@ -230,6 +332,7 @@ class CrossingCorrelator:
         crossing = self._open.close(max(at, self._open.opened_at), ClosedBy.SHUTDOWN)
         self._open = None
         self._last_closed_at = crossing.closed_at
+        self._closed_count += 1
         return [crossing]
 
     def _expire(self, at: float) -> list[Crossing]:
@@ -270,6 +373,7 @@ class CrossingCorrelator:
         crossing = self._open.close(at, closed_by)
         self._open = None
         self._last_closed_at = at
+        self._closed_count += 1
         for card in crossing.cards:
             self._recently_closed[card.ref] = at
         for plate in crossing.plates:
@@ -353,6 +457,21 @@ class CrossingCorrelator:
             self.counters.unmatched_clears += 1
             return []
         return [self._close(at, ClosedBy.DEPARTURE)]
+
+
+_STATE_VERSION = 1
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if value == float("-inf") else value
+
+
+def _float_or_minus_inf(value: object) -> float:
+    if value is None:
+        return float("-inf")
+    if isinstance(value, int | float):
+        return float(value)
+    raise TypeError(f"expected a number or null, got {value!r}")
 
 
 def _retimed(read: TagRead, at: float) -> TagRead:

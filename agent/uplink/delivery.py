@@ -9,12 +9,17 @@ keeps the wiring of the fail-safe rules in one place:
   fault is raised and the lane controller is told to show ``MANUAL`` (fall back to manual
   processing). When every held crossing is stored the fault clears and the signal goes back to
   ``OFF``: the agent never drives the lane signal except for this fall-back, and ``OFF`` (no
-  indication from the agent) is what it showed before.
+  indication from the agent) is what it showed before;
+* the input journal (:class:`~agent.uplink.journal.InputJournal`) lives in the same outbox; a
+  crossing's commit clears the inputs it consumed in the same transaction. When inputs cannot be
+  journalled the lane keeps running on them from memory, with the ``journal_unavailable`` fault
+  raised and the signal on ``MANUAL`` until an input is journalled again.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,6 +28,7 @@ from typing import Any, Protocol
 from agent.config import AgentConfig
 from agent.status import StatusBoard
 from agent.uplink.holding import CrossingCommitter, PendingRecord
+from agent.uplink.journal import InputJournal
 from agent.uplink.outbox import Outbox, OutboxFullError, OutboxRow, open_outbox
 from agent.uplink.publisher import MqttUplink, TlsFiles, UplinkState
 from agent.uplink.topics import Topics
@@ -32,6 +38,7 @@ log = logging.getLogger(__name__)
 
 FAULT_OUTBOX_FULL = "outbox_full"
 FAULT_OUTBOX_REPLACED = "outbox_replaced"
+FAULT_JOURNAL_UNAVAILABLE = "journal_unavailable"
 FAILSAFE_SIGNAL = SignalState.MANUAL
 NORMAL_SIGNAL = SignalState.OFF
 
@@ -66,6 +73,8 @@ class Delivery:
         self.topics = topics
         self._signal: SignalSink | None = None
         self._signal_state = _SignalState()
+        self.journal = InputJournal(outbox)
+        self._journal_failing = False
         self.committer = CrossingCommitter(
             outbox,
             on_stored=self._stored,
@@ -128,9 +137,45 @@ class Delivery:
         """The lane controller link that gets the fall-back signal (set before the first commit)."""
         self._signal = signal
 
-    def commit(self, build_payload: Callable[[int], bytes]) -> OutboxRow | None:
-        """Store a crossing; None means it is held in memory (and the lane is on manual)."""
-        return self.committer.submit(PendingRecord(self.topics.crossing, build_payload))
+    def commit(
+        self,
+        build_payload: Callable[[int], bytes],
+        *,
+        in_transaction: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> OutboxRow | None:
+        """Store a crossing; None means it is held in memory (and the lane is on manual).
+
+        ``in_transaction`` (the journal's :meth:`~InputJournal.on_commit`) is stored with the
+        crossing, in the same transaction, whenever the crossing is stored.
+        """
+        return self.committer.submit(
+            PendingRecord(self.topics.crossing, build_payload, in_transaction=in_transaction)
+        )
+
+    def journal_failed(self, detail: str) -> None:
+        """From the engine thread: an input could not be journalled and lives in memory only."""
+        if self._journal_failing:
+            return
+        self._journal_failing = True
+        log.error(
+            "controller inputs cannot be journalled (%s): a crash now loses the vehicle at the "
+            "booth; lane on manual processing",
+            detail,
+        )
+        self.board.raise_fault(
+            FAULT_JOURNAL_UNAVAILABLE,
+            f"controller inputs cannot be journalled ({detail}); lane on manual processing",
+        )
+        self._update_signal()
+
+    def journal_recovered(self) -> None:
+        """From the engine thread: an input was journalled again."""
+        if not self._journal_failing:
+            return
+        self._journal_failing = False
+        log.warning("controller inputs are journalled again")
+        self.board.clear_fault(FAULT_JOURNAL_UNAVAILABLE)
+        self._update_signal()
 
     def tick(self) -> None:
         """From the engine loop: retry held crossings when due."""
@@ -156,11 +201,20 @@ class Delivery:
             FAULT_OUTBOX_FULL,
             f"crossings cannot be stored ({error.reason}); lane on manual processing",
         )
-        self._set_signal(FAILSAFE_SIGNAL)
+        self._update_signal()
 
     def _storage_recovered(self) -> None:
         self.board.clear_fault(FAULT_OUTBOX_FULL)
-        self._set_signal(NORMAL_SIGNAL)
+        self._update_signal()
+
+    def _update_signal(self) -> None:
+        """MANUAL while crossings are held or inputs are not journalled; OFF once neither is."""
+        failing = self.committer.faulted or self._journal_failing
+        wanted = FAILSAFE_SIGNAL if failing else NORMAL_SIGNAL
+        requested = self._signal_state.requested
+        if wanted == requested or (requested is None and not failing):
+            return
+        self._set_signal(wanted)
 
     def _set_signal(self, state: SignalState) -> None:
         self._signal_state.requested = state

@@ -17,6 +17,7 @@ hand; the log and the status document say how many were held.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,6 +38,8 @@ class PendingRecord:
     build_payload: Callable[[int], bytes]
     stream: str = "crossing"
     priority: int = PRIORITY_CROSSING
+    in_transaction: Callable[[sqlite3.Connection], None] | None = None
+    """Runs in the transaction that stores the record (the input journal clears inputs there)."""
 
 
 class CrossingCommitter:
@@ -91,6 +94,7 @@ class CrossingCommitter:
                 build_payload=record.build_payload,
                 stream=record.stream,
                 priority=record.priority,
+                in_transaction=record.in_transaction,
             )
         except OutboxFullError as error:
             self._held.append(record)
@@ -112,6 +116,7 @@ class CrossingCommitter:
                     build_payload=record.build_payload,
                     stream=record.stream,
                     priority=record.priority,
+                    in_transaction=record.in_transaction,
                 )
             except OutboxFullError as error:
                 self._failed(error)

@@ -1,8 +1,9 @@
 """Durable outbox: every message the lane sends is committed here before anything else happens.
 
-The engine thread appends; the publisher thread reads pending rows and marks them sent once the
-broker has acknowledged them. A PUBACK is not end to end (a broker may lose its queue in a crash),
-so a sent row stays until central ingest confirms it with its acknowledgement watermark
+The engine thread appends; the uplink's publisher thread reads pending rows and its marker thread
+marks them sent once the broker has acknowledged them. A PUBACK is not end to end (a broker may
+lose its queue in a crash), so a sent row stays until central ingest confirms it with its
+acknowledgement watermark
 (:meth:`Outbox.confirm`: every row of the stream up to that sequence number is stored centrally)
 or, for streams nobody confirms, until the retention window ends. After a reconnect the publisher
 calls :meth:`Outbox.requeue_unconfirmed` so rows the broker acknowledged but ingest never confirmed
@@ -29,7 +30,7 @@ Threads: one connection guarded by a lock. Both threads write, and SQLite serial
 so a lock costs nothing in throughput and removes ``SQLITE_BUSY`` handling between our own threads;
 the busy timeout only covers other processes (an operator's sqlite3 shell).
 
-Schema versions live in ``PRAGMA user_version``; version 1 files are migrated in place.
+Schema versions live in ``PRAGMA user_version``; older files are migrated in place.
 
 Exceptions::
 
@@ -54,13 +55,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from agent.uplink.topics import validate_topic_name
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+_T = TypeVar("_T")
+
+SCHEMA_VERSION = 3
 DEFAULT_RETAIN_SENT_S = 24 * 3600.0
 DEFAULT_MAX_BYTES = 1 << 30
 
@@ -115,6 +118,29 @@ _SCHEMA_V2 = (
     """,
     "CREATE INDEX outbox_evictable ON outbox (priority, id) WHERE priority > 0",
 )
+# Version 3: the lane engine's input journal (agent/uplink/journal.py), here so that a crossing and
+# the clearing of the inputs it consumed commit in one transaction. AUTOINCREMENT: journal ids
+# only grow, also after every row was cleared.
+_SCHEMA_V3 = (
+    """
+    CREATE TABLE IF NOT EXISTS input_journal (
+        id   INTEGER PRIMARY KEY AUTOINCREMENT,
+        at   REAL    NOT NULL,
+        kind TEXT    NOT NULL,
+        body TEXT    NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS journal_state (
+        key          INTEGER PRIMARY KEY CHECK (key = 0),
+        through_id   INTEGER NOT NULL,
+        committed    INTEGER NOT NULL,
+        engine_state TEXT,
+        boot_id      INTEGER,
+        seq          INTEGER
+    )
+    """,
+)
 
 _SELECT_PENDING = (
     "SELECT id, stream, seq, topic, payload, qos, retain, priority, created_at, sent_at"
@@ -129,6 +155,10 @@ _SELECT_PENDING_EXCLUDING_TOPICS = (
     "SELECT id, stream, seq, topic, payload, qos, retain, priority, created_at, sent_at"
     " FROM outbox WHERE sent_at IS NULL AND topic NOT IN (SELECT value FROM json_each(?))"
     " AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY priority, id LIMIT ?"
+)
+_SELECT_PENDING_AFTER = (
+    "SELECT id, stream, seq, topic, payload, qos, retain, priority, created_at, sent_at"
+    " FROM outbox WHERE sent_at IS NULL AND (priority, id) > (?, ?) ORDER BY priority, id LIMIT ?"
 )
 _SELECT_BY_ID = (
     "SELECT id, stream, seq, topic, payload, qos, retain, priority, created_at, sent_at"
@@ -254,18 +284,10 @@ _RowTuple = tuple[int, str, int, str, bytes, int, int, int, float, float | None]
 
 
 def _row_from_tuple(values: _RowTuple) -> OutboxRow:
+    # Positional, in field order: the publisher builds one per message, and keywords cost a third.
     (row_id, stream, seq, topic, payload, qos, retain, priority, created_at, sent_at) = values
     return OutboxRow(
-        id=row_id,
-        stream=stream,
-        seq=seq,
-        topic=topic,
-        payload=payload,
-        qos=qos,
-        retain=bool(retain),
-        priority=priority,
-        created_at=created_at,
-        sent_at=sent_at,
+        row_id, stream, seq, topic, payload, qos, bool(retain), priority, created_at, sent_at
     )
 
 
@@ -369,6 +391,9 @@ class Outbox:
             if version < 2:
                 for statement in _SCHEMA_V2:
                     connection.execute(statement)
+            if version < 3:
+                for statement in _SCHEMA_V3:
+                    connection.execute(statement)
             if version < SCHEMA_VERSION:
                 connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             connection.execute("COMMIT")
@@ -398,6 +423,15 @@ class Outbox:
                     connection.execute("ROLLBACK")
                 raise
 
+    def transact(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` in one write transaction on the outbox connection; return its result.
+
+        For tables that live beside the outbox (the input journal): committed when ``work``
+        returns, rolled back if it raises. Storage failures surface as ``sqlite3.OperationalError``.
+        """
+        with self._transaction() as connection:
+            return work(connection)
+
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
@@ -415,6 +449,7 @@ class Outbox:
         qos: int = 1,
         retain: bool = False,
         priority: int = PRIORITY_CROSSING,
+        in_transaction: Callable[[sqlite3.Connection], None] | None = None,
     ) -> OutboxRow:
         """Durably store one message and return it, or raise OutboxFullError having stored nothing.
 
@@ -427,6 +462,10 @@ class Outbox:
         ``PRIORITY_CROSSING`` (0) rows are never evicted; to store one when the cap is reached,
         rows with a higher value are evicted. A row with a higher value may only fill the cap up to
         the crossings' reserve, evicting rows of its own or a less important priority to get there.
+
+        ``in_transaction`` runs on the connection right after the row is inserted, in the same
+        transaction: the input journal clears the inputs a crossing consumed there, so that the
+        crossing and the clearing are stored together or not at all.
         """
         validate_topic_name(topic)
         if qos not in (0, 1, 2):
@@ -440,7 +479,9 @@ class Outbox:
         evicted_for_it = False
         while True:
             try:
-                return self._insert(topic, build_payload, stream, qos, retain, priority)
+                return self._insert(
+                    topic, build_payload, stream, qos, retain, priority, in_transaction
+                )
             except sqlite3.OperationalError as error:
                 reason = self._storage_failure(error)
                 if reason is None:
@@ -463,6 +504,7 @@ class Outbox:
         qos: int,
         retain: bool,
         priority: int,
+        in_transaction: Callable[[sqlite3.Connection], None] | None = None,
     ) -> OutboxRow:
         with self._transaction() as connection:
             (seq,) = connection.execute(
@@ -480,6 +522,8 @@ class Outbox:
             )
             row_id = cursor.lastrowid
             assert row_id is not None
+            if in_transaction is not None:
+                in_transaction(connection)
         return OutboxRow(
             id=row_id,
             stream=stream,
@@ -574,16 +618,25 @@ class Outbox:
         *,
         exclude_ids: Collection[int] = (),
         exclude_topics: Collection[str] = (),
+        after: tuple[int, int] | None = None,
     ) -> list[OutboxRow]:
         """Up to ``limit`` unsent rows, by priority then append order.
 
         ``exclude_ids`` and ``exclude_topics`` let the publisher skip rows it already has in
-        flight or is holding back after a refusal.
+        flight or is holding back after a refusal. ``after`` (a ``(priority, id)`` pair, the last
+        row of the previous batch) continues a scan where that batch ended, with no exclusions: an
+        index seek instead of testing each row against a list of ids. Only the caller knows whether
+        a row may have become pending before that point since (a re-queue, a failed mark, an append
+        of a more urgent priority); after any of those it starts a fresh scan.
         """
         if limit <= 0:
             return []
+        if after is not None and (exclude_ids or exclude_topics):
+            raise ValueError("pending(): 'after' continues a scan and excludes nothing")
         with self._reading() as connection:
-            if exclude_topics:
+            if after is not None:
+                cursor = connection.execute(_SELECT_PENDING_AFTER, (after[0], after[1], limit))
+            elif exclude_topics:
                 cursor = connection.execute(
                     _SELECT_PENDING_EXCLUDING_TOPICS,
                     (json.dumps(sorted(exclude_topics)), _ids_json(exclude_ids), limit),
@@ -619,17 +672,19 @@ class Outbox:
 
         Unknown ids are ignored: the publisher calls this with whatever the broker acknowledged.
         """
-        ids = [(row_id,) for row_id in row_ids]
+        ids = row_ids if isinstance(row_ids, Collection) else list(row_ids)
         if not ids:
             return 0
         sent_at = self._clock()
         with self._transaction() as connection:
-            before = connection.total_changes
-            connection.executemany(
-                "UPDATE outbox SET sent_at = ? WHERE id = ? AND sent_at IS NULL",
-                [(sent_at, row_id) for (row_id,) in ids],
+            # One statement with the ids as one JSON parameter: about a third cheaper per row than
+            # executemany() (no per-row binding and stepping from Python).
+            cursor = connection.execute(
+                "UPDATE outbox SET sent_at = ? WHERE id IN (SELECT value FROM json_each(?))"
+                " AND sent_at IS NULL",
+                (sent_at, _ids_json(ids)),
             )
-            return connection.total_changes - before
+            return cursor.rowcount
 
     def prune_sent(self) -> int:
         """Delete sent rows older than the retention window; returns how many went.

@@ -1,20 +1,33 @@
 """MQTT v5 uplink: publishes outbox rows in order at QoS 1, marks them sent only on a good PUBACK.
 
-Threads: paho runs the socket in its own thread (``loop_start``); this module runs one publisher
-thread that owns all uplink state. paho callbacks only put an event on the publisher's queue: they
-never block, lock, publish or touch SQLite, because paho calls them with its internal locks held.
+Threads: one publisher thread owns all uplink state and drives paho's network loop itself
+(``loop_read``/``loop_write``/``loop_misc`` when ``select`` says the socket is ready) instead of
+paho's own thread (``loop_start``); a second, small thread marks acknowledged rows sent. Measured
+against raw paho (BENCHMARKS.md, bench/bench_uplink.py), the per-message cost on top of paho's own
+was what set the outbox's rate: an event object and a queue hand-off per PUBACK between paho's
+thread and this one, an SQL exclusion list on every read, a statement per row to mark, and an
+fsync that, on the thread driving the socket, stalls the whole pipeline. So: one thread for socket
+and state (PUBACKs are plain tuples on a deque; the PUBLISHes a batch of PUBACKs releases go out in
+one burst), reads that continue a scan with an index seek, and marks as one statement on the marker
+thread, where SQLite and the fsync run without the GIL. Other threads reach the publisher through a
+queue and a wake-up socket (``notify``, ``stop``, status changes, the marker). paho callbacks only
+record what happened: they never block, publish or touch SQLite, because paho calls them in the
+middle of reading a packet, with its internal locks held.
 
 Delivery is at least once. Up to ``max_inflight`` rows (never more than the broker's Receive
 Maximum) are on the wire awaiting PUBACK, in outbox order; a few windows more are handed to paho,
 which queues them and sends each the moment a slot frees. Pending rows are read from SQLite in
-batches; while a backlog drains, acknowledged rows are marked sent in batches (one fsync per batch,
-at most 100 ms late: a crash in between only causes duplicates), otherwise at once. A row is marked sent only when its PUBACK carries a
-success reason code; a refusal (for example 0x87 not authorised) keeps the row, logs a warning,
-raises the ``publish_refused`` fault and retries with back-off. The hold outlives reconnects,
-because brokers may close the connection after a refusal (Mosquitto does); the refused topic is
-then probed with one row at a time, so a refused topic does not turn into a reconnect storm. Rows
-on other topics go ahead, so after a refusal the order on the wire can differ from the outbox
-order; the stream sequence number in each payload lets central restore it.
+batches. Acknowledged rows are marked sent by the marker thread, one batch at a time, in one
+transaction each: at once on live traffic; while a backlog drains, every 1024 rows or 100 ms, and
+whatever was acknowledged while the previous batch was being written (a crash in between only
+causes duplicates). Before re-queueing rows after a reconnect, and at stop, the publisher waits
+for the marker, so a late mark never hides a row from the re-queue. A row is marked sent only when
+its PUBACK carries a success reason code; a refusal (for example 0x87 not authorised) keeps the
+row, logs a warning, raises the ``publish_refused`` fault and retries with back-off. The hold
+outlives reconnects, because brokers may close the connection after a refusal (Mosquitto does);
+the refused topic is then probed with one row at a time, so a refused topic does not turn into a
+reconnect storm. Rows on other topics go ahead, so after a refusal the order on the wire can differ
+from the outbox order; the stream sequence number in each payload lets central restore it.
 
 Reconnects: every connection uses a fresh paho client. paho keeps a message published while
 disconnected queued and sends it after a reconnect, and it re-sends its own in-flight messages too;
@@ -49,11 +62,14 @@ when the connection dies) and ``stopped`` (retained, on a clean stop).
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import json
 import logging
 import queue
 import random
+import select
+import socket
 import sqlite3
 import ssl
 import threading
@@ -88,6 +104,7 @@ _MAX_SESSION_EXPIRY_S = 0xFFFFFFFF
 _FAILURE_THRESHOLD = 0x80  # MQTT v5 2.4: reason codes below 0x80 mean success
 _STOP_JOIN_GRACE_S = 5.0  # stop() waits this long beyond its timeout before giving up on the thread
 _DISCONNECT_GRACE_S = 1.0  # after the stop deadline, for the DISCONNECT to reach the broker
+_SETTLE_AT_STOP_S = 2.0  # at stop, for the last mark to commit; unmarked rows are sent again
 _GIVE_UP_REFUSALS = 62  # back-off step for a row paho cannot send at all: the maximum delay
 _WITH_WILL = ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
 _STABLE_CONNECTION_S = 30.0  # a connection that lasted this long resets the reconnect back-off
@@ -95,7 +112,7 @@ _PRUNE_INTERVAL_S = 600.0  # sent rows are kept for hours; pruning every ten min
 _STORAGE_RETRY_S = 1.0  # pause after an outbox error before touching SQLite again
 _HANDOFF_FACTOR = 10  # rows handed to paho per in-flight slot: paho pipelines them itself
 _TOP_UP_FRACTION = 0.5  # hand paho more rows once fewer than this share of the handoff is left
-_COALESCE_S = 0.005  # while above that share, PUBACK events are gathered this long per pass
+_MISC_INTERVAL_S = 1.0  # paho's keepalive housekeeping (loop_misc), as often as loop_forever
 _PREFETCH_ROWS = 512  # pending rows read from SQLite at once, then published from memory
 _MARK_BATCH = 1024  # acknowledged rows marked sent in one transaction (one fsync)...
 _MARK_DELAY_S = 0.1  # ...or after this long: a crash in between only causes duplicates
@@ -193,13 +210,6 @@ class _Disconnected:
 
 
 @dataclass(frozen=True, slots=True)
-class _Published:
-    generation: int
-    mid: int
-    reason: ReasonCode
-
-
-@dataclass(frozen=True, slots=True)
 class _Wake:
     pass
 
@@ -220,9 +230,65 @@ class _StopRequested:
     deadline: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Marked:
+    """The marker thread finished a batch: marked sent, or not (``error``) and still pending."""
+
+    batch: int
+    count: int
+    error: Exception | None
+
+
 _Event = (
-    _Connected | _Disconnected | _Published | _Wake | _AckReceived | _StatusChanged | _StopRequested
+    _Connected | _Disconnected | _Wake | _AckReceived | _StatusChanged | _StopRequested | _Marked
 )
+
+
+class _Marker:
+    """Marks acknowledged rows sent on a thread of its own, one batch at a time.
+
+    A mark is one UPDATE and one fsync (``synchronous=FULL``): milliseconds, many more when the
+    disk is busy. Done on the publisher thread, which also drives the socket, that stalls the
+    whole pipeline; here SQLite runs without the GIL on the other core while the publisher keeps
+    reading PUBACKs and writing PUBLISHes. The publisher hands over the next batch only once the
+    last one is reported (``report``), so rows are marked in the order they were acknowledged.
+    """
+
+    def __init__(self, outbox: Outbox, report: Callable[[_Marked], None]) -> None:
+        self._outbox = outbox
+        self._report = report
+        self._batches: queue.SimpleQueue[tuple[int, list[int]] | None] = queue.SimpleQueue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self.result: _Marked | None = None
+        """The outcome of the last batch; read it only after wait_idle() returned True."""
+        self._thread = threading.Thread(target=self._run, name="mqtt-uplink-mark", daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: int, row_ids: list[int]) -> None:
+        self._idle.clear()
+        self._batches.put((batch, row_ids))
+
+    def wait_idle(self, timeout_s: float | None = None) -> bool:
+        """Block until the batch handed over last is in the outbox (or failed); False on timeout."""
+        return self._idle.wait(timeout_s)
+
+    def close(self, timeout_s: float) -> None:
+        """Finish the batch in hand, then end the thread."""
+        self._batches.put(None)
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while (work := self._batches.get()) is not None:
+            batch, row_ids = work
+            error: Exception | None = None
+            try:
+                self._outbox.mark_sent_many(row_ids)
+            except Exception as failure:  # reported; the publisher decides, as for its own calls
+                error = failure
+            self.result = result = _Marked(batch, len(row_ids), error)
+            self._idle.set()
+            self._report(result)
 
 
 class _StopPhase(enum.Enum):
@@ -351,6 +417,9 @@ class MqttUplink:
         self._rng = rng if rng is not None else random.Random()
 
         self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
+        # Other threads write a byte here after queueing an event, to end the publisher's select().
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._state = UplinkState.NOT_STARTED
         self._stats_lock = threading.Lock()
@@ -372,12 +441,23 @@ class MqttUplink:
         # A refusal usually means the topic is refused (ACL), and Mosquitto closes the connection
         # after each refusal: the topic waits out a back-off, then one row probes it.
         self._topic_holds: dict[str, _Hold] = {}
-        self._acked: list[int] = []  # row ids acknowledged but not yet marked sent
+        self._acked: list[int] = []  # row ids acknowledged but not yet handed to the marker
         self._acked_since = 0.0  # monotonic time of the oldest entry in _acked
+        self._marker: _Marker | None = None  # runs while the publisher thread does
+        self._marking: list[int] = []  # row ids the marker is marking sent right now
+        self._marking_batch = 0  # numbers the batches, so that each outcome is applied once
         self._queue: collections.deque[OutboxRow] = collections.deque()  # prefetched pending rows
         self._outbox_may_have_more = True
+        # (priority, id) of the last row read while a scan of the outbox continues batch by batch;
+        # None: the next read starts from the top again (see _rescan).
+        self._scan_after: tuple[int, int] | None = None
+        # PUBACKs as paho reports them: (generation, mid, reason). One per message, so a plain
+        # tuple on a deque rather than an event object on the queue.
+        self._pubacks: collections.deque[tuple[int, int, ReasonCode]] = collections.deque()
+        self._published_uncounted = 0  # added to the counters once per pass, not per row
         self._next_poll_at = 0.0
         self._next_prune_at = 0.0
+        self._next_misc_at = 0.0
         self._storage_retry_at = 0.0
         self._stop_deadline: float | None = None
         self._flush_until = 0.0
@@ -401,12 +481,16 @@ class MqttUplink:
         """Start the publisher thread; it connects at once."""
         if self._thread is not None:
             raise RuntimeError("MqttUplink.start() called twice")
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._thread = threading.Thread(target=self._run, name="mqtt-uplink", daemon=True)
         self._thread.start()
 
     def notify(self) -> None:
         """New rows were appended: publish them now, not at the next poll. Safe from any thread."""
         self._events.put(_Wake())
+        self._wake()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Flush what can be flushed within ``timeout_s``, publish ``stopped``, disconnect cleanly.
@@ -421,6 +505,7 @@ class MqttUplink:
             self._set_state(UplinkState.STOPPED)
             return
         self._events.put(_StopRequested(deadline=time.monotonic() + timeout_s))
+        self._wake()
         thread.join(timeout_s + _STOP_JOIN_GRACE_S)
         if thread.is_alive():
             log.error("uplink publisher thread still running %.1f s after stop()", timeout_s)
@@ -446,8 +531,23 @@ class MqttUplink:
                 status_published=counters.status_published,
             )
 
+    def _wake(self) -> None:
+        """End the publisher thread's select() so it handles the event just queued."""
+        wake_w = self._wake_w
+        if wake_w is None:
+            return  # not started: the event waits in the queue
+        # OSError: full (a wake-up is pending anyway) or closed (the thread has ended).
+        with contextlib.suppress(OSError):
+            wake_w.send(b"\0")
+
+    def _marked(self, result: _Marked) -> None:
+        """Called on the marker thread."""
+        self._events.put(result)
+        self._wake()
+
     def _status_changed(self) -> None:
         self._events.put(_StatusChanged())
+        self._wake()
 
     def _status_section(self) -> Mapping[str, Any]:
         """The ``uplink`` section of the status document (called from whichever thread builds it)."""
@@ -475,12 +575,19 @@ class MqttUplink:
     # Publisher thread: main loop ------------------------------------------------------------------
 
     def _run(self) -> None:
+        self._marker = _Marker(self._outbox, self._marked)
         try:
             self._serve()
         except Exception:
             log.exception("uplink publisher thread failed")
             self._abandon_client()
             self._set_state(UplinkState.FAILED)
+        finally:
+            self._marker.close(_STOP_JOIN_GRACE_S)
+            wake_r, wake_w, self._wake_w = self._wake_r, self._wake_w, None
+            for end in (wake_r, wake_w):
+                if end is not None:
+                    end.close()
 
     def _serve(self) -> None:
         now = time.monotonic()
@@ -488,7 +595,10 @@ class MqttUplink:
         self._next_poll_at = now + self._poll_interval_s
         self._next_prune_at = now + _PRUNE_INTERVAL_S  # the outbox prunes when it opens
         while True:
-            for event in self._wait_for_events():
+            events = self._wait_for_events()
+            # PUBACKs first: paho read them before any disconnect that came with them.
+            self._take_pubacks()
+            for event in events:
                 self._handle(event)
             now = time.monotonic()
             draining = bool(self._queue) or len(self._in_flight) > self._handoff * _TOP_UP_FRACTION
@@ -502,7 +612,7 @@ class MqttUplink:
                 self._mark_acknowledged()
             if now >= self._next_poll_at:
                 self._next_poll_at = now + self._poll_interval_s
-                self._outbox_may_have_more = True
+                self._rescan()
             if now >= self._next_prune_at:
                 self._next_prune_at = now + _PRUNE_INTERVAL_S
                 self._prune()
@@ -520,7 +630,8 @@ class MqttUplink:
                 self._connect()
 
     def _wait_for_events(self) -> list[_Event]:
-        """Block until an event arrives or a timer is due; return all events queued by then."""
+        """Wait for the broker's socket, a wake-up or a timer; run paho's network step; return
+        every event queued by then (paho's callbacks queue theirs during the step)."""
         now = time.monotonic()
         timers = [self._next_poll_at]
         if self._stop_deadline is not None:
@@ -538,27 +649,64 @@ class MqttUplink:
             timers.append(self._status_publish_at())
         if self._storage_retry_at > now:
             timers.append(self._storage_retry_at)
-        if self._acked:
+        if self._acked and not self._marking:  # else the marker's report wakes this thread
             timers.append(self._acked_since + _MARK_DELAY_S)
+        client = self._client
+        if client is not None and client.want_write() and client.socket() is not None:
+            client.loop_write()  # what this pass queued: PUBLISHes, SUBSCRIBE, DISCONNECT
+        sock = None if client is None else client.socket()
+        if sock is not None:
+            timers.append(self._next_misc_at)
+        timeout = max(0.0, min(timers) - now)
+        # TLS may hold decrypted bytes that select() cannot see; events may be queued already.
+        if self._pubacks or not self._events.empty() or (sock is not None and _tls_pending(sock)):
+            timeout = 0.0
+        assert self._wake_r is not None
+        readers: list[Any] = [self._wake_r]
+        writers: list[Any] = []
+        if sock is not None:
+            readers.append(sock)
+            assert client is not None
+            if client.want_write():
+                writers.append(sock)  # the socket's buffer is full: wait until it drains
+        readable, writable, _ = select.select(readers, writers, [], timeout)
+        if self._wake_r in readable:
+            _drain(self._wake_r)
+        if client is not None and sock is not None:
+            self._network_step(client, sock, sock in readable, sock in writable)
         events: list[_Event] = []
-        try:
-            events.append(self._events.get(timeout=max(0.0, min(timers) - now)))
-        except queue.Empty:
-            return events
-        if len(self._in_flight) > self._handoff * _TOP_UP_FRACTION:
-            # Draining a backlog: paho has plenty queued, so let PUBACKs gather and handle them
-            # in one pass instead of waking (and taking the GIL from paho's thread) for each.
-            time.sleep(_COALESCE_S)
         while True:
             try:
                 events.append(self._events.get_nowait())
             except queue.Empty:
                 return events
 
+    def _network_step(self, client: mqtt.Client, sock: Any, readable: bool, writable: bool) -> None:
+        """What paho's own loop does each pass: read, write what is left, keepalive housekeeping.
+
+        Errors need no handling here: paho closes the socket and calls ``on_disconnect``, which
+        queues the event that releases the client.
+        """
+        if readable or _tls_pending(sock):
+            client.loop_read()
+        # The PUBLISHes that paho released from its queue as PUBACKs came in, in one burst.
+        if (readable or writable) and client.want_write() and client.socket() is not None:
+            client.loop_write()
+        now = time.monotonic()
+        if now >= self._next_misc_at and client.socket() is not None:
+            self._next_misc_at = now + _MISC_INTERVAL_S
+            client.loop_misc()  # sends PINGREQ; gives up on a silent link or a missing CONNACK
+
+    def _take_pubacks(self) -> None:
+        pubacks = self._pubacks
+        generation = self._generation
+        while pubacks:
+            puback_generation, mid, reason = pubacks.popleft()
+            if puback_generation == generation:  # else from a client already replaced
+                self._on_published(mid, reason)
+
     def _handle(self, event: _Event) -> None:
         match event:
-            case _Published(generation, mid, reason) if generation == self._generation:
-                self._on_published(mid, reason)
             case _Connected(generation, reason, session_present, receive_maximum) if (
                 generation == self._generation
             ):
@@ -566,9 +714,11 @@ class MqttUplink:
             case _Disconnected(generation, reason) if generation == self._generation:
                 self._on_disconnected(reason)
             case _Wake():
-                self._outbox_may_have_more = True
+                self._rescan()
             case _StatusChanged():
                 self._status_due = True
+            case _Marked() as result if self._marking and result.batch == self._marking_batch:
+                self._on_marked(result)
             case _AckReceived(generation, payload) if generation == self._generation:
                 self._on_ack(payload)
             case _StopRequested(deadline) if self._stop_deadline is None:
@@ -592,8 +742,11 @@ class MqttUplink:
                 log.exception("on_state_change callback failed for %s", state.value)
 
     def _update_gauges(self) -> None:
+        """Gauges and the publish count, once per pass of the publisher loop."""
         held = sum(1 for hold in self._holds.values() if hold.waiting)
+        published, self._published_uncounted = self._published_uncounted, 0
         with self._stats_lock:
+            self._counters.published += published
             self._counters.in_flight = len(self._in_flight)
             self._counters.in_flight_limit = self._inflight_cap
             self._counters.held_back = held
@@ -634,7 +787,7 @@ class MqttUplink:
             self._schedule_reconnect(f"connecting failed: {error}")
             return
         self._client = client
-        client.loop_start()
+        self._next_misc_at = time.monotonic() + _MISC_INTERVAL_S
 
     def _new_client(self, generation: int) -> mqtt.Client:
         events = self._events
@@ -658,8 +811,15 @@ class MqttUplink:
             )
         if self._username is not None:
             client.username_pw_set(self._username, self._password)
+        # With this set, paho queues packets instead of writing each at once, and the publisher
+        # loop writes them: the PUBLISHes released by a batch of PUBACKs reach the broker as one
+        # burst rather than one wake-up of the broker per message.
+        client.on_socket_register_write = _write_later
 
-        # These run on paho's thread with paho's locks held: they only enqueue.
+        # paho calls these from inside loop_read() and friends, with its locks held: they only
+        # record what happened, for the publisher to act on once paho has returned.
+        pubacks = self._pubacks
+
         def on_connect(
             _client: mqtt.Client,
             _userdata: Any,
@@ -686,7 +846,7 @@ class MqttUplink:
             reason: ReasonCode,
             _properties: Properties,
         ) -> None:
-            events.put(_Published(generation, mid, reason))
+            pubacks.append((generation, mid, reason))
 
         def on_message(_client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
             events.put(_AckReceived(generation, bytes(message.payload)))
@@ -732,13 +892,14 @@ class MqttUplink:
         # The retained watermark arrives right after the SUBACK; re-sending starts at once anyway,
         # and a watermark arriving later removes rows before they go out again.
         self._client.subscribe(self._topics.ack, qos=1)
+        self._settle_marks()
         try:
             requeued = self._outbox.requeue_unconfirmed()
         except (OutboxError, sqlite3.Error) as error:
             self._storage_failed("re-queueing unconfirmed rows", error)
         else:
             if requeued:
-                self._queue.clear()  # re-read in outbox order, the re-queued rows first
+                self._drop_prefetched()  # re-read in outbox order, the re-queued rows first
                 log.info("%d rows sent but not confirmed by ingest go out again", requeued)
                 with self._stats_lock:
                     self._counters.requeued += requeued
@@ -754,7 +915,7 @@ class MqttUplink:
         # Refused rows keep their hold across reconnects: brokers (Mosquitto among them) close the
         # connection right after refusing, and retrying at once would turn one refused row into a
         # reconnect storm.
-        self._outbox_may_have_more = True
+        self._rescan()
         if self._stop_deadline is None:
             self._set_state(UplinkState.CONNECTED)
             self._publish_control(AVAILABILITY_ONLINE)
@@ -804,11 +965,10 @@ class MqttUplink:
         self._session_up = False
         self._in_flight.clear()
         self._control_in_flight.clear()
-        self._queue.clear()
-        self._outbox_may_have_more = True
+        self._drop_prefetched()
+        self._rescan()
         if client is not None:
-            # With reconnect_on_failure=False paho's thread ends by itself after a disconnect.
-            client.loop_stop()
+            _close_socket(client)  # paho has closed it after reporting the disconnect; to be sure
 
     def _abandon_client(self) -> None:
         """Drop the client without waiting for paho's thread: when time is up, or on failure."""
@@ -817,9 +977,14 @@ class MqttUplink:
         self._session_up = False
         self._in_flight.clear()
         self._control_in_flight.clear()
-        self._queue.clear()
+        self._drop_prefetched()
         if client is not None:
             client.disconnect(_WITH_WILL)
+            if client.socket() is not None:
+                client.loop_write()  # sent if the socket takes it; paho then closes it
+            # Nobody drives this client's loop any more: a DISCONNECT still queued is dropped with
+            # the socket, and the broker publishes the will for a connection closed without one.
+            _close_socket(client)
 
     # Publisher thread: publishing -----------------------------------------------------------------
 
@@ -885,8 +1050,8 @@ class MqttUplink:
                 self._counters.acks += 1
                 self._counters.confirmed += result.removed
             if result.removed:
-                self._queue.clear()  # do not publish rows central already has
-                self._outbox_may_have_more = True
+                self._drop_prefetched()  # do not publish rows central already has
+                self._rescan()
                 log.debug(
                     "ingest confirmed stream %s up to seq %d: %d rows removed",
                     stream,
@@ -905,8 +1070,8 @@ class MqttUplink:
             return
         if now < self._storage_retry_at:
             return
-        # Handing paho a few windows' worth lets its network thread send the next row the moment a
-        # PUBACK frees a slot, without a round trip through this thread (about 2x the throughput).
+        # Handing paho a few windows' worth lets it send the next row the moment a PUBACK frees a
+        # slot, while it is still reading PUBACKs, without coming back here for each one.
         handed = len(self._in_flight) + len(self._control_in_flight)
         if handed > self._handoff * _TOP_UP_FRACTION:
             return  # top up in batches, not one row per PUBACK
@@ -917,9 +1082,10 @@ class MqttUplink:
             self._publish_prefetched(client, room)
             return
         # Rows are being refused: no prefetching, holds are checked on every read.
-        self._queue.clear()
+        self._drop_prefetched()
         excluded = [row.id for row in self._in_flight.values()]
         excluded.extend(self._acked)
+        excluded.extend(self._marking)
         excluded.extend(row_id for row_id, hold in self._holds.items() if hold.waiting)
         held_topics = {topic for topic, hold in self._topic_holds.items() if hold.waiting}
         probing = set(self._topic_holds) - held_topics
@@ -944,15 +1110,24 @@ class MqttUplink:
             if not self._queue:
                 if not self._outbox_may_have_more:
                     return
-                excluded = [row.id for row in self._in_flight.values()]
-                excluded.extend(self._acked)
                 try:
-                    rows = self._outbox.pending(_PREFETCH_ROWS, exclude_ids=excluded)
+                    if self._scan_after is not None:
+                        # Continuing a scan: every pending row before the cursor is in flight,
+                        # acknowledged or already read, so an index seek replaces the exclusions.
+                        rows = self._outbox.pending(_PREFETCH_ROWS, after=self._scan_after)
+                    else:
+                        excluded = [row.id for row in self._in_flight.values()]
+                        excluded.extend(self._acked)
+                        excluded.extend(self._marking)
+                        rows = self._outbox.pending(_PREFETCH_ROWS, exclude_ids=excluded)
                 except (OutboxError, sqlite3.Error) as error:
                     self._storage_failed("reading pending rows", error)
                     return
                 if len(rows) < _PREFETCH_ROWS:
                     self._outbox_may_have_more = False
+                    self._scan_after = None
+                else:
+                    self._scan_after = (rows[-1].priority, rows[-1].id)
                 if not rows:
                     return
                 self._queue.extend(rows)
@@ -981,8 +1156,7 @@ class MqttUplink:
         # keeps the message queued in this client, but that client is discarded on the event, so it
         # is never sent twice.
         self._in_flight[info.mid] = row
-        with self._stats_lock:
-            self._counters.published += 1
+        self._published_uncounted += 1
 
     def _on_published(self, mid: int, reason: ReasonCode) -> None:
         row = self._in_flight.pop(mid, None)
@@ -1001,7 +1175,7 @@ class MqttUplink:
                 self._status.clear_fault(FAULT_PUBLISH_REFUSED)
             return
         self._count_refusal(reason)
-        self._queue.clear()  # prefetched rows may be on the refused topic
+        self._drop_prefetched()  # prefetched rows may be on the refused topic
         if self._status is not None:
             self._status.raise_fault(
                 FAULT_PUBLISH_REFUSED,
@@ -1046,34 +1220,77 @@ class MqttUplink:
         self._holds[row_id] = hold
         return hold
 
+    def _rescan(self) -> None:
+        """Rows may have become pending anywhere in the outbox: the next read starts at the top."""
+        self._outbox_may_have_more = True
+        self._scan_after = None
+
+    def _drop_prefetched(self) -> None:
+        """Forget rows read but not yet handed to paho; a fresh scan reads them again, in order."""
+        self._queue.clear()
+        self._scan_after = None
+
     def _release_holds(self, now: float) -> None:
         """Let rows whose back-off ended go out again; the refusal count stays for the next one."""
         for hold in [*self._holds.values(), *self._topic_holds.values()]:
             if hold.waiting and hold.until <= now:
                 hold.waiting = False
-                self._outbox_may_have_more = True
+                self._rescan()
 
     def _mark_acknowledged(self) -> None:
-        if not self._acked:
+        """Hand the acknowledged rows to the marker thread, unless it is still on the last batch
+        (they go with the next one: while a backlog drains, each fsync covers more rows)."""
+        if not self._acked or self._marking:
             return
-        acked, self._acked = self._acked, []
-        try:
-            self._outbox.mark_sent_many(acked)
-        except (OutboxError, sqlite3.Error) as error:
+        assert self._marker is not None
+        self._marking, self._acked = self._acked, []
+        self._marking_batch += 1
+        self._marker.submit(self._marking_batch, self._marking)
+
+    def _on_marked(self, result: _Marked) -> None:
+        self._marking = []
+        error = result.error
+        if error is not None:
+            if not isinstance(error, OutboxError | sqlite3.Error):
+                raise error  # a bug, not a storage problem: fail as if it happened here
             # The rows stay unsent in the outbox and go out again later: a duplicate, never a loss.
             self._storage_failed("marking acknowledged rows sent", error)
             return
         with self._stats_lock:
-            self._counters.delivered += len(acked)
+            self._counters.delivered += result.count
         if self._status is not None and FAULT_OUTBOX_ERROR in self._status.active_faults():
             self._status.clear_fault(FAULT_OUTBOX_ERROR)
+
+    def _settle_marks(self, timeout_s: float | None = None) -> None:
+        """Make the outbox show every acknowledged row as sent before going on.
+
+        Before re-queueing after a reconnect, so that a mark landing late cannot hide a row the
+        re-queue should have sent again; and at stop. Waits for the marker's batch, then marks
+        what is left here.
+        """
+        if self._marking:
+            assert self._marker is not None
+            if not self._marker.wait_idle(timeout_s):
+                log.warning("outbox still busy marking rows sent; they may be sent again")
+                return
+            assert self._marker.result is not None
+            self._on_marked(self._marker.result)  # its event, still queued, is then ignored
+        if not self._acked:
+            return
+        acked, self._acked = self._acked, []
+        error: Exception | None = None
+        try:
+            self._outbox.mark_sent_many(acked)
+        except (OutboxError, sqlite3.Error) as failure:
+            error = failure
+        self._on_marked(_Marked(self._marking_batch, len(acked), error))
 
     def _storage_failed(self, doing: str, error: Exception) -> None:
         log.error("outbox error while %s: %s; retrying in %.1f s", doing, error, _STORAGE_RETRY_S)
         if self._status is not None:
             self._status.raise_fault(FAULT_OUTBOX_ERROR, f"outbox error while {doing}: {error}")
         self._storage_retry_at = time.monotonic() + _STORAGE_RETRY_S
-        self._outbox_may_have_more = True
+        self._rescan()
 
     def _prune(self) -> None:
         try:
@@ -1096,7 +1313,11 @@ class MqttUplink:
             return True
         if self._stop_phase is _StopPhase.FLUSHING:
             drained = not (
-                self._in_flight or self._acked or self._queue or self._outbox_may_have_more
+                self._in_flight
+                or self._acked
+                or self._marking
+                or self._queue
+                or self._outbox_may_have_more
             )
             if now >= self._flush_until or (self._session_up and drained):
                 self._stop_phase = _StopPhase.SAYING_STOPPED
@@ -1118,6 +1339,7 @@ class MqttUplink:
         return False
 
     def _finish_stop(self) -> None:
+        self._settle_marks(_SETTLE_AT_STOP_S)
         self._in_flight.clear()
         self._update_gauges()
         try:
@@ -1127,6 +1349,33 @@ class MqttUplink:
         else:
             log.info("uplink stopped; %d rows stay in the outbox for the next run", left)
         self._set_state(UplinkState.STOPPED)
+
+
+def _write_later(_client: mqtt.Client, _userdata: Any, _sock: Any) -> None:
+    """paho's 'socket wants writing' hook: nothing to do, the publisher loop checks want_write()."""
+
+
+def _tls_pending(sock: Any) -> bool:
+    """True when a TLS socket holds decrypted bytes already read from the kernel."""
+    pending = getattr(sock, "pending", None)
+    return pending is not None and bool(pending())
+
+
+def _drain(sock: socket.socket) -> None:
+    """Empty the wake-up socket: one select() pass handles every event queued so far."""
+    try:
+        while sock.recv(4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        return
+
+
+def _close_socket(client: mqtt.Client) -> None:
+    """Close a discarded client's socket if paho has not (it does on every disconnect it sees)."""
+    sock = client.socket()
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
 
 
 def _refusal_hint(reason: ReasonCode) -> str:

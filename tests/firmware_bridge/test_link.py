@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import queue
+import threading
 from pathlib import Path
 
 import pytest
 
-from firmware_bridge.codec import Fault, Loop, SignalState, TagRead
+from firmware_bridge.codec import Fault, Hello, Loop, SignalState, TagRead
 from firmware_bridge.link import (
+    ControllerEvent,
     ControllerLink,
+    EventOrigin,
+    EventSequencer,
     LinkClosedError,
     LinkDown,
     LinkDownReason,
     LinkMessage,
     LinkUp,
+    Offer,
     SignalAcked,
     SignalFailed,
 )
@@ -340,3 +345,155 @@ def test_close_stops_the_thread_releases_the_port_and_refuses_further_use(
 def test_link_rejects_a_silence_timeout_shorter_than_the_ping_interval():
     with pytest.raises(ValueError, match=r"silence_timeout_s \(0.5\) must exceed ping_interval_s"):
         ControllerLink("/dev/null", print, ping_interval_s=1.0, silence_timeout_s=0.5)
+
+
+# --- acknowledgement after delivery, origins and resume (the agent's input journal) ---------
+
+
+class TakingCallback:
+    """An ``on_event`` that stores each event with its origin, as the agent's journal does.
+
+    ``die_after`` stores that many events and then fails on the last one *after* storing it, like
+    an agent killed between storing an event and acknowledging it; from then on it takes nothing.
+    """
+
+    def __init__(self, die_after: int | None = None) -> None:
+        self.taken: list[tuple[ControllerEvent, EventOrigin | None]] = []
+        self.die_after = die_after
+        self.dead = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, event: ControllerEvent, origin: EventOrigin | None) -> None:
+        with self._lock:
+            if self.dead.is_set():
+                raise ConnectionAbortedError("this agent is gone")
+            self.taken.append((event, origin))
+            if self.die_after is not None and len(self.taken) >= self.die_after:
+                self.dead.set()
+                raise ConnectionAbortedError("killed after storing, before the ACK")
+
+    def events(self) -> list[ControllerEvent]:
+        with self._lock:
+            return [event for event, _ in self.taken]
+
+    def last_origin(self) -> EventOrigin | None:
+        with self._lock:
+            return self.taken[-1][1]
+
+
+def test_events_are_acknowledged_only_once_their_callback_has_returned(make_simulator, make_link):
+    """While the callback refuses every event, the controller keeps every one unacknowledged."""
+    accepting = threading.Event()
+    taken: list[ControllerEvent] = []
+
+    def on_event(event: ControllerEvent, origin: EventOrigin | None) -> None:
+        if not accepting.is_set():
+            raise OSError("cannot store it now")
+        taken.append(event)
+
+    simulator = make_simulator(small_scenario(3, seed=3))
+    link = make_link(simulator.device_path, Collector(), on_event=on_event)
+    assert simulator.wait_for(lambda sim: sim.played, WAIT_S)
+    assert wait_until(lambda: link.stats().callback_errors >= 3)
+    assert simulator.stats().acks_received == 1, "only the boot HELLO, which delivers nothing"
+    assert simulator.unacknowledged == len(plan_scenario(simulator.scenario))
+
+    accepting.set()
+    assert simulator.wait_done(WAIT_S)
+    assert taken == simulator.sent_events()
+
+
+def test_on_event_gets_each_event_with_its_controller_boot_and_seq(make_simulator, make_link):
+    simulator = make_simulator(small_scenario(2, seed=4))
+    callback = TakingCallback()
+    collector = Collector()
+    make_link(simulator.device_path, collector, on_event=callback)
+    assert simulator.wait_done(WAIT_S)
+    origins = [origin for _, origin in callback.taken]
+    assert origins == [EventOrigin(simulator.boot_id, seq) for seq in range(1, len(origins) + 1)]
+    assert callback.events() == simulator.sent_events()
+    assert collector.events() == [], "controller events went to on_event only"
+    assert collector.of_type(LinkUp), "link events still go to on_message"
+
+
+@pytest.mark.parametrize("resume", [True, False], ids=["with_resume", "without_resume"])
+def test_an_event_stored_but_not_acknowledged_is_delivered_again_unless_the_link_resumes(
+    make_simulator, make_link, resume: bool
+):
+    """The agent died between storing an event and its ACK: the controller resends it.
+
+    Told where the previous run stopped, the new link acknowledges the copy without delivering
+    it; without ``resume`` it is delivered a second time (at-least-once).
+    """
+    simulator = make_simulator(small_scenario(6, seed=6))
+    first = TakingCallback(die_after=5)
+    first_link = make_link(simulator.device_path, Collector(), on_event=first)
+    assert first.dead.wait(WAIT_S)
+    first_link.close()
+
+    second = TakingCallback()
+    make_link(
+        simulator.device_path,
+        Collector(),
+        on_event=second,
+        resume=first.last_origin() if resume else None,
+    )
+    assert simulator.wait_done(WAIT_S)
+    delivered = first.events() + second.events()
+    sent = simulator.sent_events()
+    if resume:
+        assert delivered == sent
+    else:
+        assert delivered == sent[:5] + sent[4:], "the fifth event, a second time"
+
+
+def test_a_restarted_link_never_waits_for_a_seq_the_controller_will_not_resend(
+    make_simulator, make_link
+):
+    """Two agents die in a row with events in flight; the third still gets everything.
+
+    The second agent's HELLO sits behind unacknowledged events; since the link acknowledges in
+    seq order (HELLOs included) and the controller sends a HELLO's resume_seq as of each send,
+    the third agent starts exactly at the oldest event the controller still holds.
+    """
+    simulator = make_simulator(small_scenario(10, seed=12))
+    runs = [TakingCallback(die_after=2), TakingCallback(die_after=3)]
+    for callback in runs:
+        link = make_link(simulator.device_path, Collector(), on_event=callback)
+        assert callback.dead.wait(WAIT_S)
+        link.close()
+    last = TakingCallback()
+    make_link(simulator.device_path, Collector(), on_event=last)
+    assert simulator.wait_done(WAIT_S), "the third agent stalled on a seq nobody resends"
+    assert simulator.stats().hello_requests >= 2
+    delivered = [event for callback in (*runs, last) for event in callback.events()]
+    sent = simulator.sent_events()
+    # Each dead agent's last event was stored but never acknowledged: it comes again.
+    assert delivered == sent[:2] + sent[1:4] + sent[3:]
+
+
+def _hello(boot_id: int, resume_seq: int) -> Hello:
+    return Hello(1, 1, 0, 0, boot_id, resume_seq, "LANE-T")
+
+
+@pytest.mark.parametrize(
+    ("hello_seq", "resume_seq", "resume", "next_seq"),
+    [
+        (20, 12, EventOrigin(7, 14), 15),  # stored 14, ACK lost: 12..14 are copies
+        (20, 12, EventOrigin(7, 19), 20),  # everything before the HELLO was stored
+        (20, 12, EventOrigin(8, 14), 12),  # another boot: says nothing
+        (20, 12, EventOrigin(7, 5), 12),  # the controller has moved past it
+        (0, 0, EventOrigin(7, 14), 0),  # a new power-up that drew the same boot id
+        (3, 0xFFFE, EventOrigin(7, 0xFFFF), 0),  # across the wrap
+    ],
+)
+def test_resume_starts_after_the_last_stored_event_only_while_the_controller_still_holds_it(
+    hello_seq: int, resume_seq: int, resume: EventOrigin, next_seq: int
+):
+    sequencer = EventSequencer(resume=resume)
+    sequencer.hello(hello_seq, _hello(7, resume_seq))
+    assert sequencer.next_seq == next_seq
+    stored_before = (next_seq - 1) % 0x10000
+    if next_seq != resume_seq:
+        assert sequencer.offer(stored_before, Loop(0, 1, occupied=True)) is Offer.DUPLICATE
+        assert sequencer.is_delivered(stored_before), "so its copy is acknowledged again"

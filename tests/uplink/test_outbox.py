@@ -153,6 +153,58 @@ def test_pending_skips_excluded_rows(tmp_path: Path) -> None:
         ]
 
 
+def test_pending_after_a_row_continues_the_scan_in_priority_then_append_order(
+    tmp_path: Path,
+) -> None:
+    with Outbox(tmp_path / "outbox.db") as outbox:
+        health = [
+            outbox.append(topic=TOPIC, build_payload=payload_with_seq, stream="health", priority=50)
+            for _ in range(3)
+        ]
+        crossings = [outbox.append(topic=TOPIC, build_payload=payload_with_seq) for _ in range(3)]
+        everything = [row.id for row in crossings + health]
+        scanned: list[int] = []
+        batch = outbox.pending(2)
+        while batch:
+            scanned.extend(row.id for row in batch)
+            batch = outbox.pending(2, after=(batch[-1].priority, batch[-1].id))
+        assert scanned == everything
+        # Across the priority boundary: the last crossing, then every health row.
+        assert [row.id for row in outbox.pending(10, after=(0, crossings[1].id))] == everything[2:]
+        # A row made pending before the cursor (here: a crossing appended later) is not seen:
+        # the caller starts a fresh scan when that can happen.
+        late = outbox.append(topic=TOPIC, build_payload=payload_with_seq)
+        assert late.id not in [row.id for row in outbox.pending(10, after=(50, health[0].id))]
+        assert outbox.pending(1)[0].id == crossings[0].id
+
+
+def test_pending_after_excludes_nothing_so_it_refuses_exclusions(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "outbox.db") as outbox:
+        row = outbox.append(topic=TOPIC, build_payload=payload_with_seq)
+        with pytest.raises(ValueError, match="after"):
+            outbox.pending(5, after=(0, 0), exclude_ids=[row.id])
+        with pytest.raises(ValueError, match="after"):
+            outbox.pending(5, after=(0, 0), exclude_topics=[TOPIC])
+
+
+def test_mark_sent_many_marks_every_listed_row_in_one_go_and_counts_only_unsent_ones(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    with Outbox(tmp_path / "outbox.db", clock=clock) as outbox:
+        rows = [outbox.append(topic=TOPIC, build_payload=payload_with_seq) for _ in range(2000)]
+        first = [row.id for row in rows[:1500:2]]  # every other row: not one contiguous range
+        assert outbox.mark_sent_many(iter(first)) == 750  # any iterable, not only lists
+        clock.now += 5
+        assert outbox.mark_sent_many([*first[:10], *first[:10], rows[1].id, 10**9]) == 1
+        assert outbox.mark_sent_many([]) == 0
+        pending_ids = {row.id for row in outbox.pending(5000)}
+        assert pending_ids == {row.id for row in rows} - set(first) - {rows[1].id}
+        kept = outbox.get(first[0])
+        assert kept is not None
+        assert kept.sent_at == clock.now - 5
+
+
 def test_mark_sent_removes_a_row_from_pending_but_keeps_it_for_the_retention_window(
     tmp_path: Path,
 ) -> None:

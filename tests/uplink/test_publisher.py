@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +15,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.uplink.outbox import Outbox
-from agent.uplink.publisher import MqttUplink, UplinkState, backoff_delay
+from agent.status import StatusBoard
+from agent.uplink.outbox import PRIORITY_HEALTH, Outbox
+from agent.uplink.publisher import FAULT_OUTBOX_ERROR, MqttUplink, UplinkState, backoff_delay
 from agent.uplink.topics import Topics
 from tests.support.broker import LOOPBACK, MosquittoBroker, Subscriber, free_port, wait_until
 from tests.support.proxy import TcpProxy
-from tests.uplink.conftest import UplinkFactory, append_crossings, seqs
+from tests.uplink.conftest import UplinkFactory, append_crossings, crossing_payload, seqs
 
 pytestmark = pytest.mark.broker
 
@@ -199,6 +202,64 @@ def test_broker_publishes_the_offline_will_when_the_agent_process_is_killed(
     with Subscriber(mosquitto.host, mosquitto.port, topics.availability) as late_subscriber:
         (retained,) = late_subscriber.wait_for(1)
     assert (retained.payload, retained.retain) == (b"offline", True)
+
+
+def test_a_crossing_appended_while_a_lower_priority_backlog_drains_overtakes_the_rest_of_it(
+    tmp_path: Path, mosquitto: MosquittoBroker, topics: Topics, make_uplink: UplinkFactory
+) -> None:
+    """The backlog is read in batches, each continuing where the last ended; a crossing appended
+    meanwhile sits before that point and must not wait for the scan to finish."""
+    backlog = 6000
+    with Outbox(tmp_path / "backlog.db", synchronous="NORMAL") as outbox:  # quick to fill
+        for _ in range(backlog):
+            outbox.append(
+                topic=topics.crossing,
+                build_payload=lambda seq: json.dumps({"seq": seq, "stream": "health"}).encode(),
+                stream="health",
+                priority=PRIORITY_HEALTH,
+            )
+        uplink, _ = make_uplink(mosquitto.host, mosquitto.port, outbox=outbox)
+        with Subscriber(mosquitto.host, mosquitto.port, topics.crossing) as subscriber:
+            uplink.start()
+            subscriber.wait_for(600, timeout_s=20)  # past the first batch read from the outbox
+            outbox.append(topic=topics.crossing, build_payload=crossing_payload)
+            uplink.notify()
+            messages = subscriber.wait_for(backlog + 1, timeout_s=30)
+            uplink.stop(timeout_s=5)
+    streams = [json.loads(message.payload).get("stream", "crossing") for message in messages]
+    assert streams.count("crossing") == 1
+    # It goes out after the rows already read or handed to paho (a few hundred), not last.
+    assert streams.index("crossing") < backlog - 1000
+
+
+def test_rows_whose_marking_fails_stay_pending_raise_the_fault_and_are_marked_once_it_works(
+    tmp_path: Path, mosquitto: MosquittoBroker, topics: Topics, make_uplink: UplinkFactory
+) -> None:
+    path = tmp_path / "locked.db"
+    with Outbox(path, busy_timeout_s=0.1) as outbox:
+        board = StatusBoard({"port_id": "port-7", "lane_id": "lane-3"})
+        uplink, recorder = make_uplink(mosquitto.host, mosquitto.port, outbox=outbox, status=board)
+        other = sqlite3.connect(path, isolation_level=None)  # an operator's shell, say
+        with Subscriber(mosquitto.host, mosquitto.port, topics.crossing) as subscriber:
+            uplink.start()
+            recorder.wait_for(UplinkState.CONNECTED)
+            append_crossings(outbox, topics, 5)
+            other.execute("BEGIN IMMEDIATE")  # holds the write lock: marking cannot commit
+            uplink.notify()
+            subscriber.wait_for(5)
+            wait_until(
+                lambda: FAULT_OUTBOX_ERROR in board.active_faults(), 5, "the outbox_error fault"
+            )
+            assert outbox.stats().depth == 5  # broker has them, the outbox still says unsent
+            other.execute("ROLLBACK")
+            wait_until(lambda: outbox.stats().depth == 0, 10, "every row marked sent")
+            wait_until(lambda: not board.active_faults(), 5, "the fault cleared")
+            messages = subscriber.barrier()
+        other.close()
+        uplink.stop(timeout_s=2)
+    # Unmarked rows go out again after the storage retry: duplicates, never a gap.
+    assert set(seqs(messages)) == {1, 2, 3, 4, 5}
+    assert uplink.stats().delivered >= 5
 
 
 def test_stop_delivers_rows_still_pending_before_disconnecting(

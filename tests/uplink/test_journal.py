@@ -1,0 +1,491 @@
+"""The input journal on real outbox files: what a crash leaves behind and what a restart makes of it.
+
+A "crash" here closes the outbox without any shutdown step, which leaves on disk exactly what
+SQLite had committed; a restart opens the same file again. ``Lane`` runs the real journal, engine,
+outbox and fail-safe committer the way the service wires them (``tests/faults/test_agent_kill.py``
+does the same with ``kill -9`` of the real process).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.lane.correlator import CorrelationSettings
+from agent.lane.credentials import Program
+from agent.lane.engine import LaneEngine
+from agent.lane.events import LaneInput, LoopChanged, TagRead, Tick
+from agent.lane.policy import LanePolicy, LaneType
+from agent.uplink.holding import CrossingCommitter, PendingRecord
+from agent.uplink.journal import (
+    Checkpoint,
+    ClosedCrossing,
+    InputJournal,
+    JournalError,
+    JournalledEngine,
+)
+from agent.uplink.outbox import Outbox, OutboxFullError
+from agent.uplink.topics import Topics
+from firmware_bridge.link import EventOrigin
+
+TOPICS = Topics("lane-agent/v1", "port-7", "lane-3")
+CARD_A = "E28011606000020000000A01"
+CARD_B = "E28011606000020000000B02"
+CARD_C = "E28011606000020000000C03"
+SETTINGS = CorrelationSettings(
+    idle_timeout_s=2.0, max_open_s=60.0, straggler_window_s=3.0, min_rssi_dbm=-85.0
+)
+POLICY = LanePolicy(LaneType.TRUSTED_TRAVELLER, frozenset({Program.SENTRI}))
+FILLER = b"f" * 3000
+
+
+def make_engine(state: dict[str, Any] | None) -> LaneEngine:
+    return LaneEngine(SETTINGS, POLICY, lambda ref: None, state=state)
+
+
+def arrive(at: float) -> LoopChanged:
+    return LoopChanged(at=at, loop_id=1, occupied=True)
+
+
+def depart(at: float) -> LoopChanged:
+    return LoopChanged(at=at, loop_id=1, occupied=False)
+
+
+def read(at: float, epc: str, rssi: float = -50.0) -> TagRead:
+    return TagRead(at=at, epc=epc, antenna=1, rssi_dbm=rssi)
+
+
+def summary(closed: ClosedCrossing) -> dict[str, Any]:
+    crossing = closed.decision.crossing
+    return {
+        "cards": {card.ref: card.reads for card in crossing.cards},
+        "opened_at": crossing.opened_at,
+        "closed_at": crossing.closed_at,
+        "opened_by": crossing.opened_by.value,
+        "closed_by": crossing.closed_by.value,
+    }
+
+
+class Lane:
+    """One run of the agent's journal path on ``path``: link side appends, engine side commits."""
+
+    def __init__(self, path: Path, *, max_bytes: int | None = None, sync: str = "FULL") -> None:
+        self.outbox = Outbox(path, max_bytes=max_bytes, synchronous=sync)  # type: ignore[arg-type]
+        self.journal = InputJournal(self.outbox)
+        self.engine = JournalledEngine(self.journal, make_engine)
+        self.committer = CrossingCommitter(
+            self.outbox,
+            on_stored=lambda row: None,
+            on_fault=lambda error: None,
+            on_recovered=lambda: None,
+            retry_interval_s=0.001,
+        )
+        self.skipped: list[int] = []
+        for closed in self.engine.replay():
+            self.commit(closed)
+
+    def journal_input(self, lane_input: TagRead | LoopChanged, seq: int | None = None) -> int:
+        """What the link thread does before the ACK."""
+        origin = None if seq is None else EventOrigin(0xB007, seq)
+        return self.journal.append(lane_input, origin)
+
+    def apply(self, lane_input: LaneInput, journal_id: int | None = None) -> None:
+        """What the engine thread does with an input from its inbox."""
+        for closed in self.engine.handle(lane_input, journal_id):
+            self.commit(closed)
+
+    def feed(self, *inputs: TagRead | LoopChanged) -> None:
+        for lane_input in inputs:
+            self.apply(lane_input, self.journal_input(lane_input))
+
+    def commit(self, closed: ClosedCrossing) -> None:
+        if self.engine.already_stored(closed):
+            self.skipped.append(closed.number)
+            return
+        body = json.dumps(summary(closed)).encode()
+        self.committer.submit(
+            PendingRecord(
+                TOPICS.crossing, lambda seq: body, in_transaction=self.engine.on_commit(closed)
+            )
+        )
+
+    def stop(self, at: float) -> None:
+        """A clean stop: close what is open, store it."""
+        for closed in self.engine.shutdown(at):
+            self.commit(closed)
+        self.outbox.close()
+
+    def crash(self) -> None:
+        """No shutdown: whatever was committed to the file is all that is left."""
+        self.outbox.close()
+
+    def stored(self) -> list[dict[str, Any]]:
+        return [
+            json.loads(row.payload)
+            for row in self.outbox.pending(10_000)
+            if row.stream == "crossing"
+        ]
+
+
+def fill(outbox: Outbox, sizes: tuple[int, ...] = (3000, 300, 30, 1)) -> int:
+    """Append filler crossings, smaller and smaller, until not even one byte fits; return how many."""
+    stored = 0
+    for size in sizes:
+
+        def payload(seq: int, size: int = size) -> bytes:
+            return FILLER[:size]
+
+        while True:
+            try:
+                outbox.append(topic=TOPICS.status, stream="filler", build_payload=payload)
+            except OutboxFullError:
+                break
+            stored += 1
+    return stored
+
+
+def journal_rows(path: Path) -> int:
+    connection = sqlite3.connect(path)
+    try:
+        return int(connection.execute("SELECT COUNT(*) FROM input_journal").fetchone()[0])
+    finally:
+        connection.close()
+
+
+# --- the journal table ---------------------------------------------------------------------
+
+
+def test_inputs_come_back_in_order_with_their_times_and_fields(outbox: Outbox) -> None:
+    journal = InputJournal(outbox)
+    inputs: list[TagRead | LoopChanged] = [
+        arrive(100.25),
+        TagRead(at=100.5, epc=CARD_A, antenna=2, rssi_dbm=-61.5, tid="E2003412ABCD"),
+        read(100.75, CARD_B),
+        depart(101.0),
+    ]
+    ids = [journal.append(lane_input, None) for lane_input in inputs]
+    assert ids == sorted(ids)
+    recovery = journal.recover()
+    assert [entry.id for entry in recovery.entries] == ids
+    assert [entry.input for entry in recovery.entries] == inputs
+    assert (recovery.state, recovery.through_id, recovery.committed) == (None, 0, 0)
+
+
+def test_the_last_controller_event_journalled_is_where_the_next_link_resumes(
+    outbox: Outbox,
+) -> None:
+    journal = InputJournal(outbox)
+    assert journal.recover().resume is None
+    journal.append(arrive(1.0), EventOrigin(boot_id=7, seq=41))
+    journal.append(read(1.5, CARD_A), EventOrigin(boot_id=7, seq=42))
+    journal.append(read(1.6, CARD_A), None)  # released by a controller reboot: no origin
+    assert journal.recover().resume == EventOrigin(boot_id=7, seq=42)
+
+
+def test_a_crossing_and_the_clearing_of_the_rows_it_covers_commit_in_one_transaction(
+    outbox: Outbox,
+) -> None:
+    journal = InputJournal(outbox)
+    ids = [journal.append(lane_input, None) for lane_input in (arrive(1), depart(2), arrive(3))]
+    state = {"anything": "json"}
+    outbox.append(
+        topic=TOPICS.crossing,
+        build_payload=lambda seq: b"A",
+        in_transaction=journal.on_commit(1, Checkpoint(ids[1], state)),
+    )
+    recovery = journal.recover()
+    assert (recovery.through_id, recovery.committed, recovery.state) == (ids[1], 1, state)
+    assert [entry.id for entry in recovery.entries] == [ids[2]]
+    assert journal.rows() == 1
+
+
+def test_a_crossing_the_outbox_refuses_leaves_its_rows_and_the_checkpoint_untouched(
+    tmp_path: Path,
+) -> None:
+    with Outbox(tmp_path / "outbox.db", max_bytes=256 * 1024) as outbox:
+        journal = InputJournal(outbox)
+        ids = [journal.append(lane_input, None) for lane_input in (arrive(1), depart(2))]
+        fill(outbox)
+        with pytest.raises(OutboxFullError):
+            outbox.append(
+                topic=TOPICS.crossing,
+                build_payload=lambda seq: FILLER,
+                in_transaction=journal.on_commit(1, Checkpoint(ids[1], {"v": 1})),
+            )
+        recovery = journal.recover()
+        assert (recovery.through_id, recovery.committed, recovery.state) == (0, 0, None)
+        assert [entry.id for entry in recovery.entries] == ids
+
+
+def test_an_older_checkpoint_never_replaces_a_newer_one(outbox: Outbox) -> None:
+    journal = InputJournal(outbox)
+    ids = [journal.append(arrive(float(at)), None) for at in range(4)]
+    journal.checkpoint(Checkpoint(ids[2], {"newer": True}))
+    journal.checkpoint(Checkpoint(ids[0], {"newer": False}))
+    recovery = journal.recover()
+    assert (recovery.through_id, recovery.state) == (ids[2], {"newer": True})
+    assert [entry.id for entry in recovery.entries] == [ids[3]]
+
+
+def test_journal_ids_keep_growing_after_every_row_was_cleared(outbox: Outbox) -> None:
+    """Checkpoints compare ids: an id handed out again would fold a new input into an old state."""
+    journal = InputJournal(outbox)
+    first = journal.append(arrive(1), None)
+    journal.checkpoint(Checkpoint(first, {}))
+    assert journal.rows() == 0
+    assert journal.append(depart(2), None) > first
+
+
+def test_an_input_that_cannot_be_stored_raises_journal_error(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db")
+    journal = InputJournal(outbox)
+    outbox.close()
+    with pytest.raises(JournalError, match="cannot store an input"):
+        journal.append(arrive(1), None)
+
+
+def test_a_version_2_outbox_gets_the_journal_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    with Outbox(path) as outbox:
+        outbox.append(topic=TOPICS.crossing, build_payload=lambda seq: b"kept")
+    connection = sqlite3.connect(path)
+    connection.execute("DROP TABLE input_journal")
+    connection.execute("DROP TABLE journal_state")
+    connection.execute("PRAGMA user_version = 2")
+    connection.commit()
+    connection.close()
+    with Outbox(path) as outbox:
+        assert [row.payload for row in outbox.pending(10)] == [b"kept"]
+        journal = InputJournal(outbox)
+        journal.append(arrive(1), None)
+        assert journal.rows() == 1
+
+
+# --- crash and restart ---------------------------------------------------------------------
+
+
+def test_the_vehicle_at_the_booth_survives_a_crash_with_its_arrival_time_and_reads(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.db"
+    lane = Lane(path)
+    lane.feed(arrive(10.0), read(10.5, CARD_A), read(11.0, CARD_A), read(11.2, CARD_B))
+    lane.crash()
+
+    lane = Lane(path)
+    assert lane.stored() == [], "still at the booth: nothing to store yet"
+    lane.feed(read(12.0, CARD_A), depart(13.0))
+    assert lane.stored() == [
+        {
+            "cards": {CARD_A: 3, CARD_B: 1},
+            "opened_at": 10.0,
+            "closed_at": 13.0,
+            "opened_by": "loop",
+            "closed_by": "departure",
+        }
+    ]
+    assert journal_rows(path) == 0, "the commit cleared every input it covered"
+
+
+def test_a_crossing_stored_before_the_crash_is_not_stored_again(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    lane = Lane(path)
+    lane.feed(arrive(1.0), read(1.5, CARD_A), depart(2.0))
+    assert len(lane.stored()) == 1
+    lane.crash()
+    lane = Lane(path)
+    assert len(lane.stored()) == 1
+    assert lane.engine.recovery.entries == []
+
+
+def test_an_input_that_closes_one_crossing_and_opens_the_next_is_replayed_once(
+    tmp_path: Path,
+) -> None:
+    """Occupied twice (the clear was lost): A closes at B's arrival, and B starts there."""
+    path = tmp_path / "outbox.db"
+    lane = Lane(path)
+    lane.feed(arrive(1.0), read(1.5, CARD_A), arrive(3.0), read(3.5, CARD_B))
+    lane.crash()
+    lane = Lane(path)
+    lane.feed(depart(5.0))
+    stored = lane.stored()
+    assert [(s["cards"], s["closed_by"]) for s in stored] == [
+        ({CARD_A: 1}, "next_arrival"),
+        ({CARD_B: 1}, "departure"),
+    ]
+    assert stored[1]["opened_at"] == 3.0
+
+
+def test_a_straggler_read_stays_dropped_after_a_restart_and_leaves_the_journal(
+    tmp_path: Path,
+) -> None:
+    """The card of the vehicle that just left, read as the next one pulls up, goes to neither."""
+    path = tmp_path / "outbox.db"
+    lane = Lane(path)
+    lane.feed(arrive(1.0), read(1.5, CARD_A), depart(2.0), read(2.5, CARD_A), arrive(3.0))
+    lane.crash()
+    lane = Lane(path)
+    lane.feed(read(3.5, CARD_B), read(3.6, CARD_A), depart(4.0))
+    assert [s["cards"] for s in lane.stored()] == [{CARD_A: 1}, {CARD_B: 1}]
+    assert lane.engine.engine.correlator.counters.straggler_reads == 2
+    assert journal_rows(path) == 0
+
+
+def test_dropped_inputs_with_no_crossing_are_folded_away_by_an_idle_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """Weak reads from the next lane and a clear with no vehicle: never replayed forever."""
+    path = tmp_path / "outbox.db"
+    lane = Lane(path)
+    lane.feed(read(1.0, CARD_C, rssi=-95.0), depart(2.0), read(3.0, CARD_C, rssi=-90.0))
+    assert journal_rows(path) == 3
+    assert lane.engine.idle_checkpoint(held=0)
+    assert journal_rows(path) == 0
+    assert not lane.engine.idle_checkpoint(held=0), "nothing new to fold"
+    lane.crash()
+    lane = Lane(path)
+    assert lane.engine.recovery.entries == []
+    lane.apply(Tick(100.0))
+    assert lane.stored() == []
+
+
+def test_no_idle_checkpoint_while_a_crossing_is_held(tmp_path: Path) -> None:
+    lane = Lane(tmp_path / "outbox.db")
+    lane.feed(read(1.0, CARD_C, rssi=-95.0))
+    assert not lane.engine.idle_checkpoint(held=1)
+    assert journal_rows(tmp_path / "outbox.db") == 1
+
+
+def test_a_crossing_held_on_a_full_disk_keeps_its_inputs_and_a_crash_then_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.db"
+    lane = Lane(path, max_bytes=256 * 1024)
+    lane.feed(arrive(1.0), read(1.5, CARD_A))
+    departure = depart(2.0)
+    departure_id = lane.journal_input(departure)  # journalled (and ACKed) while there was room
+    filler = fill(lane.outbox)
+    lane.apply(departure, departure_id)
+    assert lane.committer.held == 1, "the crossing could not be stored"
+    assert journal_rows(path) == 3, "its inputs stay in the journal"
+    lane.crash()  # the held crossing was only in memory
+
+    with Outbox(path) as outbox:  # space comes back while the agent is down
+        outbox.confirm("filler", filler)
+    lane = Lane(path, max_bytes=256 * 1024)
+    assert [(s["cards"], s["opened_at"]) for s in lane.stored()] == [({CARD_A: 1}, 1.0)]
+    assert journal_rows(path) == 0
+
+
+def test_a_clean_stop_stores_the_open_crossing_and_leaves_nothing_to_replay(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.db"
+    lane = Lane(path)
+    lane.feed(arrive(1.0), read(1.5, CARD_A))
+    lane.stop(at=2.0)
+    lane = Lane(path)
+    assert [(s["cards"], s["closed_by"]) for s in lane.stored()] == [({CARD_A: 1}, "shutdown")]
+    assert lane.engine.recovery.entries == []
+
+
+def test_a_crossing_the_replay_closes_again_is_recognised_by_its_number(tmp_path: Path) -> None:
+    """Stored without moving the checkpoint (the first of two crossings one input closed)."""
+    path = tmp_path / "outbox.db"
+    lane = Lane(path)
+    for lane_input in (arrive(1.0), read(1.5, CARD_A), depart(2.0)):
+        journal_id = lane.journal_input(lane_input)
+        for closed in lane.engine.handle(lane_input, journal_id):
+            lane.commit(dataclasses.replace(closed, checkpoint=None))
+    lane.feed(arrive(3.0))
+    lane.crash()
+    lane = Lane(path)
+    assert lane.skipped == [1]
+    lane.feed(depart(4.0))
+    assert [s["cards"] for s in lane.stored()] == [{CARD_A: 1}, {}]
+
+
+def test_a_state_that_cannot_be_restored_replays_from_empty_and_skips_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.db"
+    lane = Lane(path)
+    lane.feed(arrive(1.0), depart(2.0), arrive(3.0), read(3.5, CARD_B))
+    lane.crash()
+    connection = sqlite3.connect(path)
+    connection.execute("UPDATE journal_state SET engine_state = '{\"version\": 99}'")
+    connection.commit()
+    connection.close()
+    lane = Lane(path)
+    assert lane.skipped == []
+    lane.feed(depart(4.0))
+    assert [s["cards"] for s in lane.stored()] == [{}, {CARD_B: 1}]
+    assert lane.engine.engine.closed_count == 2
+
+
+# --- any crash, anywhere -------------------------------------------------------------------
+
+_traffic = st.lists(
+    st.tuples(
+        st.floats(min_value=0.01, max_value=2.5),
+        st.one_of(
+            st.tuples(
+                st.just("read"), st.sampled_from([CARD_A, CARD_B, CARD_C]), st.floats(-95, -40)
+            ),
+            st.tuples(st.just("loop"), st.booleans()),
+        ),
+    ),
+    min_size=1,
+    max_size=30,
+)
+_crashes = st.lists(
+    st.tuples(st.integers(min_value=0, max_value=30), st.sampled_from(["before", "after"])),
+    max_size=6,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_traffic, _crashes)
+def test_crashes_at_any_input_store_exactly_the_crossings_of_an_uninterrupted_run(
+    steps: list[tuple[float, tuple[object, ...]]], crashes: list[tuple[int, str]]
+) -> None:
+    """A crash before an input is journalled (the controller resends it) or just after (it is
+    replayed): either way the stored crossings are those of a run without crashes."""
+    at = 0.0
+    inputs: list[TagRead | LoopChanged] = []
+    for gap, step in steps:
+        at += gap
+        match step:
+            case ("read", str(epc), float(rssi)):
+                inputs.append(read(at, epc, rssi))
+            case ("loop", bool(occupied)):
+                inputs.append(LoopChanged(at=at, loop_id=1, occupied=occupied))
+    crash_at = dict(crashes)
+    with tempfile.TemporaryDirectory() as directory:
+        straight = Lane(Path(directory) / "straight.db", sync="NORMAL")
+        straight.feed(*inputs)
+        straight.stop(at + 1.0)
+        expected = Lane(Path(directory) / "straight.db", sync="NORMAL").stored()
+
+        path = Path(directory) / "crashing.db"
+        lane = Lane(path, sync="NORMAL")
+        for index, lane_input in enumerate(inputs):
+            if crash_at.get(index) == "before":
+                lane.crash()
+                lane = Lane(path, sync="NORMAL")
+            journal_id = lane.journal_input(lane_input)
+            if crash_at.get(index) == "after":
+                lane.crash()
+                lane = Lane(path, sync="NORMAL")
+                continue  # journalled: the replay applies it
+            lane.apply(lane_input, journal_id)
+        lane.stop(at + 1.0)
+        assert Lane(path, sync="NORMAL").stored() == expected
