@@ -21,6 +21,17 @@ start the engine is restored from the last checkpoint and the rows after it are 
 their original times, before the link opens: the vehicle that was at the booth when the agent
 died is back, and crossings the replay closes that were stored before are recognised by their
 number and not stored again.
+
+The time the agent was down is not idle time at the booth: the controller kept every event it
+could not deliver and resends it once the link is up. So after a restart the engine's clock
+stands still (ticks do not advance the restored crossing) until the link is up; then the link
+thread journals a :class:`~agent.lane.events.Resumed` input ahead of the resent events, and the
+correlator takes the downtime out of its timers. Without a controller no input can arrive, so
+the restored vehicle waits for the link however long it takes (a clean stop still stores it).
+
+A publisher that failed (``UplinkState.FAILED``) would leave crossings piling up unsent: the
+service stops and exits with ``EXIT_UPLINK_FAILED`` so that systemd restarts it; the journal and
+the outbox make the restart lose nothing.
 """
 
 from __future__ import annotations
@@ -40,7 +51,15 @@ from agent.cache.channel import CacheChannel
 from agent.config import AgentConfig
 from agent.crossing_event import LaneIdentity, build_crossing_event, encode, uuid7
 from agent.lane.engine import LaneEngine
-from agent.lane.events import LaneInput, LoopChanged, PlateSeen, TagRead, Tick, VisionChanged
+from agent.lane.events import (
+    LaneInput,
+    LoopChanged,
+    PlateSeen,
+    Resumed,
+    TagRead,
+    Tick,
+    VisionChanged,
+)
 from agent.lane.policy import Decision
 from agent.sdnotify import SystemdNotifier
 from agent.uplink.delivery import Delivery
@@ -60,6 +79,7 @@ from firmware_bridge.link import (
     EventOrigin,
     LinkDown,
     LinkDownReason,
+    LinkMessage,
     LinkStats,
     LinkUp,
     SignalAcked,
@@ -74,6 +94,8 @@ logger = logging.getLogger(__name__)
 TICK_LAG_S = 0.2
 """Ticks run this far behind the clock, so that an input stamped on the link thread just before a
 tick, and still being journalled, is not applied after it (out of order)."""
+EXIT_UPLINK_FAILED = 70
+"""Exit status (EX_SOFTWARE) when the uplink's publisher thread failed: systemd restarts us."""
 IDLE_CHECKPOINT_S = 10.0
 """While no crossing closes, the engine state is checkpointed this often (if inputs arrived), so
 the journal stays short during a long stay at the booth or a burst of dropped reads."""
@@ -135,6 +157,12 @@ class LaneService:
         self.inbox: queue.Queue[object] = queue.Queue()
         self.ready = threading.Event()
         self._link: ControllerLink | None = None
+        self._resume_on_link_up = False
+        """Link thread: journal a Resumed input at the next LinkUp (set once after a replay)."""
+        self._journal_recovering = False
+        """Engine thread: an input was journalled again while the journal fault is raised."""
+        self._uplink_failed = False
+        """Engine thread: the uplink reported FAILED; the loop ends and run() returns non-zero."""
         self.topics = Topics(config.mqtt.topic_prefix, config.lane.port_id, config.lane.lane_id)
         self.identity = LaneIdentity(
             port_id=config.lane.port_id,
@@ -188,7 +216,7 @@ class LaneService:
         lane = JournalledEngine(journal, make_engine)
         link = ControllerLink(
             config.controller.device,
-            on_message=self.inbox.put_nowait,
+            on_message=lambda message: self._link_message(journal, message),
             on_event=lambda event, origin: self._journal_event(journal, event, origin),
             resume=lane.resume,
             baudrate=config.controller.baudrate,
@@ -259,6 +287,7 @@ class LaneService:
             for closed in lane.replay():
                 commit(closed)
             self.counters.replayed_inputs = len(lane.recovery.entries)
+            self._resume_on_link_up = lane.holding
             link.start()
             if plates is not None:
                 plates.start()
@@ -283,6 +312,9 @@ class LaneService:
                 ", ".join(f"{k}={v}" for k, v in sorted(self.counters.by_recommendation.items()))
                 or "-",
             )
+        if self._uplink_failed:
+            logger.error("lane agent exits with status %d to be restarted", EXIT_UPLINK_FAILED)
+            return EXIT_UPLINK_FAILED
         return 0
 
     def link_stats(self) -> LinkStats | None:
@@ -299,13 +331,14 @@ class LaneService:
         watchdog_every = self.notifier.watchdog_interval_s
         next_watchdog = time.monotonic()
         next_checkpoint = time.monotonic() + IDLE_CHECKPOINT_S
-        while not stop.is_set():
+        while not stop.is_set() and not self._uplink_failed:
             try:
                 item: object = self.inbox.get(timeout=tick)
             except queue.Empty:
                 item = None
             for closed in self._apply(lane, item):
                 commit(closed)
+            self._settle_journal(lane)
             self.delivery.tick()
             if time.monotonic() >= next_checkpoint:
                 next_checkpoint = time.monotonic() + IDLE_CHECKPOINT_S
@@ -322,6 +355,30 @@ class LaneService:
                 return
             for closed in self._apply(lane, item):
                 commit(closed)
+            self._settle_journal(lane)
+
+    def _settle_journal(self, lane: JournalledEngine) -> None:
+        """Clear the journal fault once inputs are journalled again and none lives in memory only.
+
+        Called after the crossings an input closed were stored: the checkpoint that covers the
+        inputs the journal missed must not clear the rows of a crossing still to be stored.
+        """
+        if not self._journal_recovering:
+            return
+        if lane.secure_memory_inputs(held=self.delivery.committer.held):
+            self._journal_recovering = False
+            self.delivery.journal_recovered()
+
+    def _link_message(self, journal: InputJournal, message: LinkMessage) -> None:
+        """Link thread: enqueue a link message; at the first LinkUp after a replay, resume first.
+
+        Resumed is journalled here, on the link thread, so that it lies in the journal ahead of
+        the events the controller resends next, in the order the engine applies them.
+        """
+        self.inbox.put_nowait(message)
+        if isinstance(message, LinkUp) and self._resume_on_link_up:
+            self._resume_on_link_up = False
+            self._journal_input(journal, Resumed(at=self.clock()), None)
 
     def _journal_event(
         self, journal: InputJournal, event: ControllerEvent, origin: EventOrigin | None
@@ -347,6 +404,11 @@ class LaneService:
             case _:
                 self.inbox.put_nowait(event)  # a controller fault: logged, not a lane input
                 return
+        self._journal_input(journal, lane_input, origin)
+
+    def _journal_input(
+        self, journal: InputJournal, lane_input: JournalInput, origin: EventOrigin | None
+    ) -> None:
         try:
             journal_id = journal.append(lane_input, origin)
         except JournalError as error:
@@ -358,15 +420,19 @@ class LaneService:
         if isinstance(item, ControllerInput):
             if isinstance(item.lane_input, TagRead):
                 self.counters.tag_reads += 1
-            else:
+            elif isinstance(item.lane_input, LoopChanged):
                 self.counters.loop_events += 1
             if item.journal_id is None:
+                self._journal_recovering = False
                 self.delivery.journal_failed(item.journal_error)
-            else:
-                self.delivery.journal_recovered()
+            elif self.delivery.journal_failing:
+                # Not cleared yet: inputs the journal missed are in memory only until
+                # _settle_journal has stored a checkpoint that covers them.
+                self._journal_recovering = True
             return lane.handle(item.lane_input, item.journal_id)
-        # Engine-thread times run TICK_LAG_S behind, never behind an input already applied.
-        now = max(lane.last_input_at, self.clock() - TICK_LAG_S)
+        # Engine-thread times run TICK_LAG_S behind, never behind an input already applied, and
+        # stand still after a restart until the lane has resumed (JournalledEngine.now).
+        now = lane.now(self.clock() - TICK_LAG_S)
         lane_input = self._lane_input(item, now)
         return lane.handle(lane_input if lane_input is not None else Tick(now))
 
@@ -404,6 +470,10 @@ class LaneService:
                     item.state.name,
                     item.attempts,
                 )
+            case UplinkChanged() if item.state is UplinkState.FAILED:
+                # Crossings would keep committing and nothing would be sent: restart instead.
+                logger.error("uplink failed: nothing is published any more; stopping for a restart")
+                self._uplink_failed = True
             case UplinkChanged():
                 logger.info("uplink %s", item.state.value)
             case None:

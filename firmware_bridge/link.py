@@ -31,6 +31,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -323,7 +324,8 @@ class ControllerLink:
 
     ``on_event``, when given, receives the controller's TAG_READ, LOOP and FAULT events instead
     of ``on_message``, each with its :class:`EventOrigin` (None for events released by a
-    controller reboot, which the controller never resends). ``resume`` is the origin of the last
+    controller reboot, which the controller never resends: the link keeps those and offers them
+    again until the callback takes them, ahead of the new boot's events). ``resume`` is the origin of the last
     event a previous run took (see :class:`EventSequencer`).
     """
 
@@ -379,6 +381,8 @@ class ControllerLink:
         self._serial: serial.Serial | None = None
         self._decoder = FrameDecoder(name=port)
         self._sequencer = EventSequencer(resume=resume)
+        self._orphans: deque[ControllerEvent] = deque()
+        """Events of a previous controller boot, released by its reboot, not yet delivered."""
         self._counters = _Counters()
         self._hello: Hello | None = None
         self._up = False
@@ -562,9 +566,16 @@ class ControllerLink:
         if not data:
             return
         now = time.monotonic()
+        frames = 0
         for frame in self._decoder.feed(data):
             self._handle(frame, now)
+            frames += 1
         self._deliver_ready()
+        if frames:
+            # The time our own callback took (the agent stores each event before its ACK) is no
+            # silence of the controller: count from the end of the delivery, or a slow disk makes
+            # the link reopen the port while frames are waiting in it.
+            self._last_rx_at = max(self._last_rx_at, time.monotonic())
 
     def _send(self, message: Message, seq: int = 0) -> bool:
         port = self._serial
@@ -614,10 +625,10 @@ class ControllerLink:
             self._send_ack(seq)
         if not new_boot:
             return
-        for event in orphans:
-            # The rebooted controller will never resend these: one try, no origin to resume at.
-            if not isinstance(event, Hello) and self._emit_event(event, None):
-                self._counters.events_delivered += 1
+        # The rebooted controller will never resend these (no origin to resume at): they are
+        # kept until the callback takes them, ahead of the new boot's events.
+        self._orphans.extend(event for event in orphans if not isinstance(event, Hello))
+        self._deliver_orphans()
         restarted = self._hello is not None
         self._hello = hello
         logger.info(
@@ -655,7 +666,20 @@ class ControllerLink:
         if self._send(Ack(seq)):
             self._counters.acks_sent += 1
 
+    def _deliver_orphans(self) -> bool:
+        """Offer the orphans of a reboot in order; True once none is left."""
+        while self._orphans:
+            if not self._emit_event(self._orphans[0], None, retried=True):
+                return False
+            self._orphans.popleft()
+            self._counters.events_delivered += 1
+        return True
+
     def _deliver_ready(self) -> None:
+        # A new boot's events wait behind the previous boot's orphans (and stay unacknowledged,
+        # so the controller keeps them) until the callback has taken every orphan.
+        if not self._deliver_orphans():
+            return
         while (event := self._sequencer.next_ready()) is not None:
             seq = self._sequencer.next_seq
             if isinstance(event, Hello):  # it delivers nothing

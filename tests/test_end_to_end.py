@@ -24,8 +24,9 @@ import pytest
 
 from agent.cache import CredentialCache
 from agent.demo import demo_config, demo_records
-from agent.service import LaneService
+from agent.service import EXIT_UPLINK_FAILED, LaneService, UplinkChanged
 from agent.uplink import Topics, all_crossings_filter
+from agent.uplink.publisher import UplinkState
 from firmware_bridge.scenario import Scenario, generate_scenario, load_scenario
 from firmware_bridge.simulator import ControllerSimulator
 from tests.support.broker import MosquittoBroker, Subscriber
@@ -167,6 +168,25 @@ def test_clean_stop_publishes_stopped_and_closes_the_open_crossing(
             "availability stopped after a clean stop",
         )
     assert lane.exit_code == 0
+
+
+def test_a_failed_uplink_stops_the_lane_with_a_non_zero_exit_so_systemd_restarts_it(
+    lane_factory: Any, mosquitto: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After FAILED nothing would be published again while crossings keep piling up: the
+    service stops cleanly (the open crossing is stored) and exits non-zero for a restart."""
+    scenario = generate_scenario(1, KNOWN, seed=9, no_card_ratio=0.0)
+    lane = lane_factory(scenario)
+    caplog.set_level(logging.INFO)
+    # What the uplink's state callback enqueues when its publisher thread dies.
+    lane.service.inbox.put_nowait(UplinkChanged(UplinkState.FAILED))
+    lane.thread.join(15)
+    assert not lane.thread.is_alive(), "the lane kept running without an uplink"
+    assert lane.exit_code == EXIT_UPLINK_FAILED != 0
+    assert any(
+        r.levelno >= logging.ERROR and r.getMessage().startswith("uplink failed")
+        for r in caplog.records
+    )
 
 
 # --- the real command line -------------------------------------------------------------------

@@ -18,6 +18,12 @@ A card of the vehicle that just left is often read again while the next vehicle 
 close are dropped rather than attributed to the next vehicle, because a card cannot
 physically belong to two consecutive vehicles within seconds.
 
+A restart of the agent is not idle time: :class:`~agent.lane.events.Resumed` tells the
+correlator when the agent is running again, and the time since its last input is taken out of
+every timer (the idle timeout and the longest stay of the open crossing, the straggler window of
+the crossings closed just before). The times a crossing reports are never shifted: only the
+deadlines move.
+
 The correlator's state can be exported as plain JSON-compatible data and restored
 (:meth:`CrossingCorrelator.export_state`, :meth:`CrossingCorrelator.restore`): the agent's input
 journal stores it with each committed crossing and, after a crash, replays the journalled inputs
@@ -37,6 +43,7 @@ from agent.lane.events import (
     LaneInput,
     LoopChanged,
     PlateSeen,
+    Resumed,
     TagRead,
     Tick,
     VisionChanged,
@@ -135,6 +142,8 @@ class _OpenCrossing:
     cards: dict[str, _CardAccumulator] = field(default_factory=dict)
     plates: list[PlateSeen] = field(default_factory=list)
     vision_faults: set[VisionFault] = field(default_factory=set)
+    paused_s: float = 0.0
+    """Agent downtime while this crossing was open: it does not count against ``max_open_s``."""
 
     def add_read(self, read: TagRead) -> None:
         self.last_activity_at = read.at
@@ -205,6 +214,11 @@ class CrossingCorrelator:
         return self._open is not None
 
     @property
+    def last_at(self) -> float | None:
+        """The latest time of an input applied (None before the first)."""
+        return _finite_or_none(self._last_at)
+
+    @property
     def closed_count(self) -> int:
         """Crossings closed so far, counting those before the state was restored.
 
@@ -233,6 +247,7 @@ class CrossingCorrelator:
             if current is None
             else {
                 "opened_at": current.opened_at,
+                "paused_s": current.paused_s,
                 "opened_by": current.opened_by.value,
                 "vehicle_detected": current.vehicle_detected,
                 "last_activity_at": current.last_activity_at,
@@ -258,6 +273,8 @@ class CrossingCorrelator:
 
         Raises ``ValueError`` for a state of another version or of the wrong shape.
         """
+        if not isinstance(state, Mapping):
+            raise ValueError(f"correlator state is not an object: {type(state).__name__}")
         if state.get("version") != _STATE_VERSION:
             raise ValueError(f"correlator state version {state.get('version')!r} is not supported")
         correlator = cls(settings)
@@ -281,6 +298,8 @@ class CrossingCorrelator:
                     vehicle_detected=bool(current["vehicle_detected"]),
                     last_activity_at=float(current["last_activity_at"]),
                     vision_faults={VisionFault(f) for f in current["vision_faults"]},
+                    # Absent in states written before restarts were excised: nothing paused.
+                    paused_s=float(current.get("paused_s", 0.0)),
                 )
                 for card in current["cards"]:
                     opened.cards[str(card["ref"])] = _CardAccumulator(
@@ -293,7 +312,7 @@ class CrossingCorrelator:
                         tid=None if card["tid"] is None else str(card["tid"]),
                     )
                 correlator._open = opened
-        except (KeyError, TypeError, AttributeError) as error:
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(f"correlator state is malformed: {error!r}") from error
         return correlator
 
@@ -303,6 +322,9 @@ class CrossingCorrelator:
             # Stamped with its frame's capture time, which inference makes late by design: it
             # neither moves the clock nor counts as out of order.
             self._on_plate(event)
+            return []
+        if isinstance(event, Resumed):
+            self._resume(event.at)
             return []
         at = event.at
         if at < self._last_at:
@@ -335,6 +357,26 @@ class CrossingCorrelator:
         self._closed_count += 1
         return [crossing]
 
+    def _resume(self, at: float) -> None:
+        """Take the downtime from the last input to ``at`` out of every timer.
+
+        The recorded times (opened, read, closed) stay as they were; only the anchors of the
+        deadlines move. Nothing expires here: at the last input nothing was due, and after the
+        shift the same time remains.
+        """
+        gap = at - self._last_at
+        if not gap > 0 or gap == float("inf"):
+            return  # a clock step back, or a correlator that never saw an input
+        self._last_at = at
+        self._recently_closed = {ref: when + gap for ref, when in self._recently_closed.items()}
+        self._recently_closed_plates = {
+            text: when + gap for text, when in self._recently_closed_plates.items()
+        }
+        current = self._open
+        if current is not None:
+            current.last_activity_at += gap
+            current.paused_s += gap
+
     def _expire(self, at: float) -> list[Crossing]:
         window = self.settings.straggler_window_s
         self._recently_closed = {
@@ -353,10 +395,9 @@ class CrossingCorrelator:
         current = self._open
         if current is None:
             return []
-        if at - current.opened_at >= self.settings.max_open_s:
-            return [
-                self._close(current.opened_at + self.settings.max_open_s, ClosedBy.MAX_DURATION)
-            ]
+        if at - current.paused_s - current.opened_at >= self.settings.max_open_s:
+            deadline = current.opened_at + current.paused_s + self.settings.max_open_s
+            return [self._close(deadline, ClosedBy.MAX_DURATION)]
         if (
             not current.vehicle_detected
             and at - current.last_activity_at >= self.settings.idle_timeout_s

@@ -68,4 +68,18 @@ class VisionChanged:
     fault: VisionFault | None
 
 
-LaneInput = TagRead | LoopChanged | Tick | PlateSeen | VisionChanged
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """The agent is running again after a restart, and the controller link is back, at ``at``.
+
+    Between the engine's last input before the restart and ``at`` the agent was down: the
+    controller buffered every event it could not deliver and resends it now, stamped with its
+    new arrival time. That downtime is no time the lane was idle, so the correlator takes it out
+    of its timers (idle timeout, longest stay, straggler window) instead of letting it close the
+    vehicle that was at the booth.
+    """
+
+    at: float
+
+
+LaneInput = TagRead | LoopChanged | Tick | PlateSeen | VisionChanged | Resumed

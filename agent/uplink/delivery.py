@@ -13,7 +13,8 @@ keeps the wiring of the fail-safe rules in one place:
 * the input journal (:class:`~agent.uplink.journal.InputJournal`) lives in the same outbox; a
   crossing's commit clears the inputs it consumed in the same transaction. When inputs cannot be
   journalled the lane keeps running on them from memory, with the ``journal_unavailable`` fault
-  raised and the signal on ``MANUAL`` until an input is journalled again.
+  raised and the signal on ``MANUAL`` until inputs are journalled again and a checkpoint that
+  covers the ones it missed is stored (the service calls :meth:`Delivery.journal_recovered` then).
 """
 
 from __future__ import annotations
@@ -168,8 +169,13 @@ class Delivery:
         )
         self._update_signal()
 
+    @property
+    def journal_failing(self) -> bool:
+        """The ``journal_unavailable`` fault is raised."""
+        return self._journal_failing
+
     def journal_recovered(self) -> None:
-        """From the engine thread: an input was journalled again."""
+        """From the engine thread: inputs are journalled again and none lives in memory only."""
         if not self._journal_failing:
             return
         self._journal_failing = False
@@ -184,10 +190,17 @@ class Delivery:
     def close(self, flush_s: float) -> None:
         """Last try for held crossings, flush the uplink for up to ``flush_s``, close the outbox."""
         self.committer.retry()
-        if self.committer.held:
+        if self.committer.held and self._journal_failing:
             log.error(
-                "%d crossings could not be stored and end with this process; their vehicles were "
-                "processed manually",
+                "%d crossings could not be stored, and some of the inputs they were closed from "
+                "could not be journalled either: those vehicles end with this process and must be "
+                "processed manually (the lane was on MANUAL)",
+                self.committer.held,
+            )
+        elif self.committer.held:
+            log.error(
+                "%d crossings could not be stored; the inputs they were closed from stay in the "
+                "input journal and are replayed at the next start, which stores them",
                 self.committer.held,
             )
         self.uplink.stop(timeout_s=flush_s)

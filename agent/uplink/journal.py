@@ -29,6 +29,17 @@ carries a checkpoint (the first is numbered, so a replay from the older checkpoi
 Plate readings are not journalled: after a crash the recovered vehicle's crossing carries its
 cards and loop times but not the plates read before the crash.
 
+The time the agent was down is not idle time at the booth (the controller buffers what it could
+not deliver): after a replay :class:`JournalledEngine` holds the engine's clock still
+(:meth:`JournalledEngine.now`) until a :class:`~agent.lane.events.Resumed` input, which the
+service journals when the link is up, ahead of the controller's resent events; the correlator
+takes the downtime out of its timers then, and a replay after another crash does the same.
+
+Journal rows and checkpoints get the room of a crossing at the outbox's size cap (images and
+health rows are evicted for them). A row that cannot be decoded is skipped with an ERROR log and
+an undecodable state is treated as one that cannot be restored: a damaged file must not keep the
+agent from starting.
+
 :class:`JournalledEngine` is the engine thread's side of all this: it builds the engine from the
 recovery, replays, numbers what closes, attaches checkpoints and says which crossings a replay
 closed again after they had been stored.
@@ -46,21 +57,24 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.lane.engine import LaneEngine
-from agent.lane.events import LaneInput, LoopChanged, TagRead
+from agent.lane.events import LaneInput, LoopChanged, Resumed, TagRead
 from agent.lane.policy import Decision
-from agent.uplink.outbox import Outbox, OutboxError
+from agent.uplink.outbox import PRIORITY_CROSSING, Outbox, OutboxError
 from firmware_bridge.link import EventOrigin
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
-JournalInput = TagRead | LoopChanged
-"""The lane inputs the journal holds: what the controller reports and the engine correlates."""
+JournalInput = TagRead | LoopChanged | Resumed
+"""The lane inputs the journal holds: what the controller reports and the engine correlates, and
+the moment the agent resumed after a restart (so that a replay takes the same downtime out)."""
 
 _KIND_TAG = "tag"
 _KIND_LOOP = "loop"
+_KIND_RESUMED = "resumed"
 
 
 class JournalError(OutboxError):
@@ -101,6 +115,8 @@ class Recovery:
     """Rows after the checkpoint, oldest first: to replay on top of ``state``."""
     resume: EventOrigin | None
     """The controller event journalled last, for the link's ``resume``."""
+    state_error: str = ""
+    """Why a stored state could not be read (then ``state`` is None but is no empty lane)."""
 
 
 class InputJournal:
@@ -136,7 +152,8 @@ class InputJournal:
             return row_id
 
         try:
-            return self.outbox.transact(work)
+            # Crossing priority: at the size cap, images and health rows make room for it.
+            return self.outbox.transact(work, make_room_for=PRIORITY_CROSSING)
         except (sqlite3.Error, OutboxError) as error:
             raise JournalError(str(error)) from error
 
@@ -165,12 +182,20 @@ class InputJournal:
         the next lane that the correlator drops). Raises JournalError if it cannot be stored.
         """
         try:
-            self.outbox.transact(lambda connection: _store_checkpoint(connection, checkpoint))
+            self.outbox.transact(
+                lambda connection: _store_checkpoint(connection, checkpoint),
+                make_room_for=PRIORITY_CROSSING,
+            )
         except (sqlite3.Error, OutboxError) as error:
             raise JournalError(str(error)) from error
 
     def recover(self) -> Recovery:
-        """The last checkpoint and the rows after it; rows of an unknown kind are skipped."""
+        """The last checkpoint and the rows after it.
+
+        Rows of an unknown kind or that cannot be decoded are skipped with an ERROR log, and a
+        state that cannot be decoded counts as one that cannot be restored (``state_error``): a
+        damaged row must not keep the agent from starting, over and over.
+        """
 
         def work(connection: sqlite3.Connection) -> Recovery:
             through_id, committed, state_json, boot_id, seq = connection.execute(
@@ -183,13 +208,32 @@ class InputJournal:
             ).fetchall()
             entries = []
             for row_id, at, kind, body in rows:
-                decoded = _decode(at, kind, body)
+                try:
+                    decoded = _decode(at, kind, body)
+                except (ValueError, KeyError, TypeError) as error:
+                    log.error(
+                        "input journal: row %d cannot be decoded (%r); skipped", row_id, error
+                    )
+                    continue
                 if decoded is None:
                     log.error("input journal: row %d has unknown kind %r; skipped", row_id, kind)
                     continue
                 entries.append(JournalEntry(row_id, decoded))
+            state: dict[str, Any] | None = None
+            state_error = ""
+            if state_json is not None:
+                try:
+                    loaded = json.loads(state_json)
+                except (ValueError, TypeError) as error:
+                    state_error = f"engine state cannot be decoded: {error!r}"
+                else:
+                    if isinstance(loaded, dict):
+                        state = loaded
+                    else:
+                        state_error = f"engine state is a {type(loaded).__name__}, not an object"
             return Recovery(
-                state=None if state_json is None else json.loads(state_json),
+                state=state,
+                state_error=state_error,
                 through_id=int(through_id),
                 committed=int(committed),
                 entries=entries,
@@ -231,21 +275,53 @@ def _encode(lane_input: JournalInput) -> tuple[str, str]:
         case LoopChanged():
             body = {"loop_id": lane_input.loop_id, "occupied": lane_input.occupied}
             return _KIND_LOOP, json.dumps(body)
+        case Resumed():
+            return _KIND_RESUMED, "{}"
 
 
-def _decode(at: float, kind: str, body: str) -> JournalInput | None:
+def _decode(at: object, kind: str, body: str) -> JournalInput | None:
+    """The input of one row; None for an unknown kind; ValueError/KeyError/TypeError if damaged.
+
+    Types are checked here, not trusted: a damaged row must fail here, where it is skipped, and
+    not inside the engine during the replay.
+    """
+    if kind not in (_KIND_TAG, _KIND_LOOP, _KIND_RESUMED):
+        return None
+    time = _number(at, "at")
     fields = json.loads(body)
+    if not isinstance(fields, dict):
+        raise ValueError(f"row body is a {type(fields).__name__}, not an object")
     if kind == _KIND_TAG:
+        tid = fields["tid"]
+        if tid is not None and not isinstance(tid, str):
+            raise TypeError(f"tid is a {type(tid).__name__}")
         return TagRead(
-            at=at,
-            epc=fields["epc"],
-            antenna=fields["antenna"],
-            rssi_dbm=fields["rssi_dbm"],
-            tid=fields["tid"],
+            at=time,
+            epc=_typed(fields["epc"], str, "epc"),
+            antenna=_typed(fields["antenna"], int, "antenna"),
+            rssi_dbm=_number(fields["rssi_dbm"], "rssi_dbm"),
+            tid=tid,
         )
     if kind == _KIND_LOOP:
-        return LoopChanged(at=at, loop_id=fields["loop_id"], occupied=fields["occupied"])
-    return None
+        return LoopChanged(
+            at=time,
+            loop_id=_typed(fields["loop_id"], int, "loop_id"),
+            occupied=_typed(fields["occupied"], bool, "occupied"),
+        )
+    return Resumed(at=time)
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} is a {type(value).__name__}, not a number")
+    return float(value)
+
+
+def _typed(value: object, kind: type[_T], name: str) -> _T:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        # The type only: a damaged row's value may be a card number, not for an ERROR log.
+        raise TypeError(f"{name} is a {type(value).__name__}, not {kind.__name__}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +353,11 @@ class JournalledEngine:
         self.checkpointed_through = recovery.through_id
         self.last_input_at = float("-inf")
         """Latest time of a controller input applied (ticks never go behind it)."""
+        self.memory_only = False
+        """An input was applied that is not journalled and no checkpoint stored since covers it."""
         try:
+            if recovery.state_error:
+                raise ValueError(recovery.state_error)
             self.engine = make_engine(recovery.state)
         except ValueError as error:
             # Never take a crossing for one stored before when that cannot be known: number on
@@ -286,6 +366,9 @@ class JournalledEngine:
                 "input journal: engine state not restorable (%s); replaying from empty", error
             )
             self.engine = self._renumbered(make_engine(None), recovery.committed)
+        self.holding = False
+        """After a replay: time stands still for the engine until a :class:`Resumed` input is
+        applied (see :meth:`now`)."""
 
     @property
     def resume(self) -> EventOrigin | None:
@@ -304,6 +387,10 @@ class JournalledEngine:
             )
         for entry in entries:
             yield from self.handle(entry.input, entry.id)
+        # A lane that had seen inputs before the restart waits for the controller: until the
+        # service journals and applies Resumed (when the link is up), the downtime is not idle
+        # time (see now()).
+        self.holding = self.engine.correlator.last_at is not None
         if self.engine.closed_count < self.recovery.committed:
             # Rows the replay could not read: number on past every stored crossing, so that no
             # later crossing is taken for one stored before.
@@ -314,13 +401,29 @@ class JournalledEngine:
             )
             self.engine = self._renumbered(self.engine, self.recovery.committed)
 
+    def now(self, clock_now: float) -> float:
+        """The time for an input the engine thread makes itself (a tick, a camera change).
+
+        Never behind an input already applied. While :attr:`holding` (after a restart, until
+        the controller link is back), the engine's own last time: the restored crossing's
+        timers do not run on the downtime, and a replay after a second crash sees the same.
+        """
+        if self.holding:
+            last_at = self.engine.correlator.last_at
+            return self.last_input_at if last_at is None else max(last_at, self.last_input_at)
+        return max(self.last_input_at, clock_now)
+
     def handle(self, lane_input: LaneInput, journal_id: int | None = None) -> list[ClosedCrossing]:
         """Apply one input (``journal_id``: its row, None if not journalled)."""
+        if self.holding and isinstance(lane_input, TagRead | LoopChanged | Resumed):
+            self._end_hold(lane_input)
         before = self.engine.closed_count
         decisions = self.engine.handle(lane_input)
         if journal_id is not None:
             self.applied_through = journal_id
-        if isinstance(lane_input, TagRead | LoopChanged):
+        elif isinstance(lane_input, TagRead | LoopChanged | Resumed):
+            self.memory_only = True
+        if isinstance(lane_input, TagRead | LoopChanged | Resumed):
             self.last_input_at = max(self.last_input_at, lane_input.at)
         return self._numbered(before, decisions)
 
@@ -353,6 +456,42 @@ class JournalledEngine:
             log.warning("input journal: checkpoint not stored (%s); retried later", error.detail)
             return False
         self.checkpointed_through = checkpoint.through_id
+        return True
+
+    def _end_hold(self, lane_input: TagRead | LoopChanged | Resumed) -> None:
+        self.holding = False
+        last_at = self.engine.correlator.last_at
+        if not isinstance(lane_input, Resumed):
+            # The service journals Resumed before the link's first event; without it the
+            # downtime counts as idle time, as it did before restarts were excised.
+            log.warning("input journal: a controller input came before the lane resumed")
+        elif last_at is not None:
+            log.info(
+                "input journal: lane resumed; %.1f s since its last input taken out of its timers",
+                max(0.0, lane_input.at - last_at),
+            )
+
+    def secure_memory_inputs(self, held: int) -> bool:
+        """Store a checkpoint that covers every input applied, journalled or not.
+
+        For when the journal works again after inputs could not be journalled: those inputs
+        live in the engine's memory only until a checkpoint holds their effect, so the fault is
+        only cleared once this returns True. Not while crossings are ``held`` (the checkpoint
+        would clear the inputs they were closed from); call it after storing what the last input
+        closed, like :meth:`idle_checkpoint`.
+        """
+        if not self.memory_only:
+            return True
+        if held:
+            return False
+        checkpoint = Checkpoint(self.applied_through, self.engine.export_state())
+        try:
+            self.journal.checkpoint(checkpoint)
+        except JournalError as error:
+            log.warning("input journal: checkpoint not stored (%s); retried later", error.detail)
+            return False
+        self.checkpointed_through = checkpoint.through_id
+        self.memory_only = False
         return True
 
     def _numbered(self, before: int, decisions: list[Decision]) -> list[ClosedCrossing]:

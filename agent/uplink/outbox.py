@@ -423,14 +423,35 @@ class Outbox:
                     connection.execute("ROLLBACK")
                 raise
 
-    def transact(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+    def transact(
+        self, work: Callable[[sqlite3.Connection], _T], *, make_room_for: int | None = None
+    ) -> _T:
         """Run ``work`` in one write transaction on the outbox connection; return its result.
 
         For tables that live beside the outbox (the input journal): committed when ``work``
         returns, rolled back if it raises. Storage failures surface as ``sqlite3.OperationalError``.
+
+        With ``make_room_for`` (a priority), a transaction that finds no room evicts rows the way
+        :meth:`append` does for a row of that priority and runs ``work`` again: the input
+        journal, which holds the vehicle at the booth, gets the room a crossing would get.
         """
-        with self._transaction() as connection:
-            return work(connection)
+        if make_room_for is None:
+            with self._transaction() as connection:
+                return work(connection)
+        evicted_for_it = False
+        while True:
+            try:
+                with self._transaction() as connection:
+                    return work(connection)
+            except sqlite3.OperationalError as error:
+                reason = self._storage_failure(error)
+                if reason is None or evicted_for_it:
+                    raise
+                batch = _EVICT_BATCH if reason == "cap" else 1024
+                if reason in ("cap", "disk_full") and self._evict(make_room_for, batch):
+                    evicted_for_it = True
+                    continue
+                raise
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:

@@ -1,7 +1,7 @@
 """MQTT v5 uplink: publishes outbox rows in order at QoS 1, marks them sent only on a good PUBACK.
 
 Threads: one publisher thread owns all uplink state and drives paho's network loop itself
-(``loop_read``/``loop_write``/``loop_misc`` when ``select`` says the socket is ready) instead of
+(``loop_read``/``loop_write``/``loop_misc`` when ``poll`` says the socket is ready) instead of
 paho's own thread (``loop_start``); a second, small thread marks acknowledged rows sent. Measured
 against raw paho (BENCHMARKS.md, bench/bench_uplink.py), the per-message cost on top of paho's own
 was what set the outbox's rate: an event object and a queue hand-off per PUBACK between paho's
@@ -86,7 +86,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.status import StatusBoard, iso_time
-from agent.uplink.outbox import Outbox, OutboxError, OutboxRow
+from agent.uplink.outbox import PRIORITY_CROSSING, Outbox, OutboxError, OutboxRow
 from agent.uplink.topics import (
     AVAILABILITY_OFFLINE,
     AVAILABILITY_ONLINE,
@@ -102,9 +102,12 @@ DEFAULT_SESSION_EXPIRY_S = 24 * 3600
 # MQTT v5 3.1.2.11.2: a four byte integer; the largest value means "never expires".
 _MAX_SESSION_EXPIRY_S = 0xFFFFFFFF
 _FAILURE_THRESHOLD = 0x80  # MQTT v5 2.4: reason codes below 0x80 mean success
-_STOP_JOIN_GRACE_S = 5.0  # stop() waits this long beyond its timeout before giving up on the thread
 _DISCONNECT_GRACE_S = 1.0  # after the stop deadline, for the DISCONNECT to reach the broker
-_SETTLE_AT_STOP_S = 2.0  # at stop, for the last mark to commit; unmarked rows are sent again
+_SETTLE_AT_STOP_S = 2.0  # then, for the last mark to commit; unmarked rows are sent again
+# stop() waits this long beyond its timeout for the thread: the two steps above, plus a margin for
+# a busy machine. The thread keeps within the first two (see _thread_deadline).
+_STOP_JOIN_GRACE_S = _DISCONNECT_GRACE_S + _SETTLE_AT_STOP_S + 2.0
+_MARKER_CLOSE_S = 5.0  # after a failure (no stop deadline), for the marker's batch in hand
 _GIVE_UP_REFUSALS = 62  # back-off step for a row paho cannot send at all: the maximum delay
 _WITH_WILL = ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
 _STABLE_CONNECTION_S = 30.0  # a connection that lasted this long resets the reconnect back-off
@@ -118,6 +121,11 @@ _MARK_BATCH = 1024  # acknowledged rows marked sent in one transaction (one fsyn
 _MARK_DELAY_S = 0.1  # ...or after this long: a crash in between only causes duplicates
 _STATUS_MIN_GAP_S = 0.5  # status changes closer together than this are published as one
 _MAX_ACK_PAYLOAD = 4096  # a watermark document is tens of bytes; anything huge is not one
+
+_POLL_READ = select.POLLIN | select.POLLPRI
+_POLL_WRITE = select.POLLOUT
+# An error or hang-up shows as readable, as select() reports it: loop_read() then meets it.
+_POLL_READABLE = _POLL_READ | select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 FAULT_PUBLISH_REFUSED = "publish_refused"
 FAULT_OUTBOX_ERROR = "outbox_error"
@@ -417,7 +425,7 @@ class MqttUplink:
         self._rng = rng if rng is not None else random.Random()
 
         self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
-        # Other threads write a byte here after queueing an event, to end the publisher's select().
+        # Other threads write a byte here after queueing an event, to end the publisher's wait.
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -434,6 +442,7 @@ class MqttUplink:
         self._next_connect_at = 0.0
         self._inflight_cap = max_inflight
         self._paho_window = max_inflight  # paho's max_inflight_messages for the next client
+        self._live_window = max_inflight  # ...and for the current one
         self._handoff = max_inflight  # rows handed to paho at most, set at each CONNACK
         self._in_flight: dict[int, OutboxRow] = {}  # by paho mid, in publish order
         self._control_in_flight: dict[int, tuple[str, bytes]] = {}  # availability, status
@@ -498,7 +507,8 @@ class MqttUplink:
         Rows not acknowledged by then stay in the outbox for the next run. If ``stopped`` could not
         be delivered, the DISCONNECT asks the broker to publish the ``offline`` will instead, so the
         retained availability never claims ``online`` for a stopped agent. Returns when the
-        publisher thread has ended.
+        publisher thread has ended (at once when called from ``on_state_change``, which runs on that
+        thread).
         """
         thread = self._thread
         if thread is None:
@@ -506,6 +516,8 @@ class MqttUplink:
             return
         self._events.put(_StopRequested(deadline=time.monotonic() + timeout_s))
         self._wake()
+        if thread is threading.current_thread():
+            return  # from on_state_change: the thread stops once the callback returns
         thread.join(timeout_s + _STOP_JOIN_GRACE_S)
         if thread.is_alive():
             log.error("uplink publisher thread still running %.1f s after stop()", timeout_s)
@@ -532,7 +544,7 @@ class MqttUplink:
             )
 
     def _wake(self) -> None:
-        """End the publisher thread's select() so it handles the event just queued."""
+        """End the publisher thread's wait so it handles the event just queued."""
         wake_w = self._wake_w
         if wake_w is None:
             return  # not started: the event waits in the queue
@@ -579,11 +591,18 @@ class MqttUplink:
         try:
             self._serve()
         except Exception:
-            log.exception("uplink publisher thread failed")
-            self._abandon_client()
+            log.exception("uplink publisher thread failed; nothing is published until a restart")
+            # FAILED first: the service restarts the agent on it, and nothing below may prevent that.
             self._set_state(UplinkState.FAILED)
+            try:
+                self._abandon_client()
+            except Exception:  # the thread ends anyway; the broker publishes the will on its own
+                log.exception("dropping the MQTT client after the failure failed too")
         finally:
-            self._marker.close(_STOP_JOIN_GRACE_S)
+            deadline = self._thread_deadline()
+            self._marker.close(
+                _MARKER_CLOSE_S if deadline is None else max(0.0, deadline - time.monotonic())
+            )
             wake_r, wake_w, self._wake_w = self._wake_r, self._wake_w, None
             for end in (wake_r, wake_w):
                 if end is not None:
@@ -645,7 +664,12 @@ class MqttUplink:
             timers.append(self._next_connect_at)
         timers.extend(hold.until for hold in self._holds.values() if hold.waiting)
         timers.extend(hold.until for hold in self._topic_holds.values() if hold.waiting)
-        if self._status is not None and self._session_up and self._stop_deadline is None:
+        if (
+            self._status is not None
+            and self._session_up
+            and self._stop_deadline is None
+            and self._control_room()  # else the PUBACK that frees a slot wakes this thread
+        ):
             timers.append(self._status_publish_at())
         if self._storage_retry_at > now:
             timers.append(self._storage_retry_at)
@@ -658,22 +682,32 @@ class MqttUplink:
         if sock is not None:
             timers.append(self._next_misc_at)
         timeout = max(0.0, min(timers) - now)
-        # TLS may hold decrypted bytes that select() cannot see; events may be queued already.
+        # TLS may hold decrypted bytes that poll() cannot see; events may be queued already.
         if self._pubacks or not self._events.empty() or (sock is not None and _tls_pending(sock)):
             timeout = 0.0
         assert self._wake_r is not None
-        readers: list[Any] = [self._wake_r]
-        writers: list[Any] = []
+        # poll, not select: select() cannot wait on a descriptor numbered 1024 or above, which a
+        # process holding many files (camera, serial, SQLite, sockets) may well be handed.
+        poller = select.poll()
+        wake_fd = self._wake_r.fileno()
+        poller.register(wake_fd, _POLL_READ)
+        sock_fd = -1
         if sock is not None:
-            readers.append(sock)
             assert client is not None
-            if client.want_write():
-                writers.append(sock)  # the socket's buffer is full: wait until it drains
-        readable, writable, _ = select.select(readers, writers, [], timeout)
-        if self._wake_r in readable:
-            _drain(self._wake_r)
+            sock_fd = sock.fileno()
+            # A full socket buffer: also wait until it drains.
+            poller.register(
+                sock_fd, _POLL_READ | _POLL_WRITE if client.want_write() else _POLL_READ
+            )
+        readable = writable = False
+        for fd, mask in poller.poll(timeout * 1000.0):
+            if fd == wake_fd:
+                _drain(self._wake_r)
+            elif fd == sock_fd:
+                readable = bool(mask & _POLL_READABLE)
+                writable = bool(mask & _POLL_WRITE)
         if client is not None and sock is not None:
-            self._network_step(client, sock, sock in readable, sock in writable)
+            self._network_step(client, sock, readable, writable)
         events: list[_Event] = []
         while True:
             try:
@@ -714,7 +748,12 @@ class MqttUplink:
             case _Disconnected(generation, reason) if generation == self._generation:
                 self._on_disconnected(reason)
             case _Wake():
-                self._rescan()
+                if self._queue and self._queue[0].priority > PRIORITY_CROSSING:
+                    # A crossing may just have been appended: it goes before the images or health
+                    # rows read ahead, not behind all of them.
+                    self._drop_prefetched()
+                else:
+                    self._rescan()
             case _StatusChanged():
                 self._status_due = True
             case _Marked() as result if self._marking and result.batch == self._marking_batch:
@@ -800,6 +839,7 @@ class MqttUplink:
         if _paho_log.isEnabledFor(logging.DEBUG):  # paho formats a line per packet when asked
             client.on_log = _log_paho_message
         client.max_inflight_messages_set(self._paho_window)
+        self._live_window = self._paho_window
         client.will_set(self._topics.availability, AVAILABILITY_OFFLINE, qos=1, retain=True)
         if self._tls is not None:
             client.tls_set(
@@ -879,9 +919,10 @@ class MqttUplink:
         self._inflight_cap = min(self._max_inflight, receive_maximum or self._max_inflight)
         # paho keeps at most its window on the wire and queues the rest of what it is handed; it
         # cannot change the window on a live connection, so a broker allowing fewer than paho's
-        # window gets one row per slot now and a smaller window from the next connection on.
-        if self._inflight_cap < self._paho_window:
-            self._paho_window = self._inflight_cap
+        # window gets one message (row, status or availability) per slot now, and the next client
+        # gets the broker's window: smaller, or larger again once a broker allows more.
+        self._paho_window = self._inflight_cap
+        if self._inflight_cap < self._live_window:
             self._handoff = self._inflight_cap
         else:
             self._handoff = self._inflight_cap * _HANDOFF_FACTOR
@@ -988,8 +1029,22 @@ class MqttUplink:
 
     # Publisher thread: publishing -----------------------------------------------------------------
 
+    def _control_room(self) -> bool:
+        """Whether a control message may go out now without exceeding the broker's Receive Maximum.
+
+        Where paho's window is within it, paho holds back what does not fit itself; where it is
+        not (the first connection to a broker that allows fewer), every message counts here.
+        """
+        if self._live_window <= self._inflight_cap:
+            return True
+        return len(self._in_flight) + len(self._control_in_flight) < self._inflight_cap
+
     def _publish_control(self, payload: bytes, topic: str | None = None) -> None:
-        """Publish a retained control message (availability by default, or the status)."""
+        """Publish a retained control message (availability by default, or the status).
+
+        Callers check _control_room() first, except for 'online' right after the CONNACK, when
+        nothing is in flight yet on the fresh client.
+        """
         assert self._client is not None
         topic = topic or self._topics.availability
         info = self._client.publish(topic, payload, qos=1, retain=True)
@@ -1006,6 +1061,8 @@ class MqttUplink:
             return
         if self._stop_deadline is not None or now < self._status_publish_at():
             return
+        if not self._control_room():
+            return  # still due: a PUBACK frees a slot and wakes the loop
         self._status_due = False
         self._last_status_at = now
         self._next_status_at = now + self._status_interval_s
@@ -1083,9 +1140,7 @@ class MqttUplink:
             return
         # Rows are being refused: no prefetching, holds are checked on every read.
         self._drop_prefetched()
-        excluded = [row.id for row in self._in_flight.values()]
-        excluded.extend(self._acked)
-        excluded.extend(self._marking)
+        excluded = self._busy_ids()
         excluded.extend(row_id for row_id, hold in self._holds.items() if hold.waiting)
         held_topics = {topic for topic, hold in self._topic_holds.items() if hold.waiting}
         probing = set(self._topic_holds) - held_topics
@@ -1110,16 +1165,13 @@ class MqttUplink:
             if not self._queue:
                 if not self._outbox_may_have_more:
                     return
+                continuing = self._scan_after is not None
                 try:
                     if self._scan_after is not None:
-                        # Continuing a scan: every pending row before the cursor is in flight,
-                        # acknowledged or already read, so an index seek replaces the exclusions.
+                        # Continuing a scan: an index seek instead of a list of exclusions.
                         rows = self._outbox.pending(_PREFETCH_ROWS, after=self._scan_after)
                     else:
-                        excluded = [row.id for row in self._in_flight.values()]
-                        excluded.extend(self._acked)
-                        excluded.extend(self._marking)
-                        rows = self._outbox.pending(_PREFETCH_ROWS, exclude_ids=excluded)
+                        rows = self._outbox.pending(_PREFETCH_ROWS, exclude_ids=self._busy_ids())
                 except (OutboxError, sqlite3.Error) as error:
                     self._storage_failed("reading pending rows", error)
                     return
@@ -1128,11 +1180,27 @@ class MqttUplink:
                     self._scan_after = None
                 else:
                     self._scan_after = (rows[-1].priority, rows[-1].id)
+                if continuing and (self._in_flight or self._acked or self._marking):
+                    # Usually every busy row lies before the cursor, but not always: after a failed
+                    # mark, or a burst of more urgent appends, a fresh scan can fill a whole batch
+                    # with rows ahead of those still in flight, and the scan then reaches them.
+                    busy = set(self._busy_ids())
+                    rows = [row for row in rows if row.id not in busy]
                 if not rows:
+                    if self._outbox_may_have_more:
+                        continue  # a whole batch of busy rows: read on
                     return
                 self._queue.extend(rows)
             self._publish_row(client, self._queue.popleft())
             room -= 1
+
+    def _busy_ids(self) -> list[int]:
+        """Rows pending in the outbox that must not be read again: in flight, acknowledged, or
+        being marked sent."""
+        busy = [row.id for row in self._in_flight.values()]
+        busy.extend(self._acked)
+        busy.extend(self._marking)
+        return busy
 
     def _publish_row(self, client: mqtt.Client, row: OutboxRow) -> None:
         try:
@@ -1228,7 +1296,7 @@ class MqttUplink:
     def _drop_prefetched(self) -> None:
         """Forget rows read but not yet handed to paho; a fresh scan reads them again, in order."""
         self._queue.clear()
-        self._scan_after = None
+        self._rescan()  # at once: they may be the only pending rows, and no poll is due for a while
 
     def _release_holds(self, now: float) -> None:
         """Let rows whose back-off ended go out again; the refusal count stays for the next one."""
@@ -1261,29 +1329,29 @@ class MqttUplink:
         if self._status is not None and FAULT_OUTBOX_ERROR in self._status.active_faults():
             self._status.clear_fault(FAULT_OUTBOX_ERROR)
 
-    def _settle_marks(self, timeout_s: float | None = None) -> None:
+    def _settle_marks(self, timeout_s: float | None = None) -> bool:
         """Make the outbox show every acknowledged row as sent before going on.
 
         Before re-queueing after a reconnect, so that a mark landing late cannot hide a row the
-        re-queue should have sent again; and at stop. Waits for the marker's batch, then marks
-        what is left here.
+        re-queue should have sent again; and at stop, within ``timeout_s`` in all. Waits for the
+        marker's batch, then has it mark what is left: on the marker, a write that waits for a
+        lock (SQLite's busy timeout) cannot hold this thread past ``timeout_s``. False when the
+        marker is still at it.
         """
-        if self._marking:
-            assert self._marker is not None
-            if not self._marker.wait_idle(timeout_s):
+        assert self._marker is not None
+        until = None if timeout_s is None else time.monotonic() + timeout_s
+        for _ in range(2):  # the batch in hand, then the rows acknowledged since
+            if not self._marking:
+                self._mark_acknowledged()
+            if not self._marking:
+                return True
+            left = None if until is None else max(0.0, until - time.monotonic())
+            if not self._marker.wait_idle(left):
                 log.warning("outbox still busy marking rows sent; they may be sent again")
-                return
+                return False
             assert self._marker.result is not None
             self._on_marked(self._marker.result)  # its event, still queued, is then ignored
-        if not self._acked:
-            return
-        acked, self._acked = self._acked, []
-        error: Exception | None = None
-        try:
-            self._outbox.mark_sent_many(acked)
-        except (OutboxError, sqlite3.Error) as failure:
-            error = failure
-        self._on_marked(_Marked(self._marking_batch, len(acked), error))
+        return not self._acked and not self._marking
 
     def _storage_failed(self, doing: str, error: Exception) -> None:
         log.error("outbox error while %s: %s; retrying in %.1f s", doing, error, _STORAGE_RETRY_S)
@@ -1322,8 +1390,7 @@ class MqttUplink:
             if now >= self._flush_until or (self._session_up and drained):
                 self._stop_phase = _StopPhase.SAYING_STOPPED
         if self._stop_phase is _StopPhase.SAYING_STOPPED:
-            in_flight = len(self._in_flight) + len(self._control_in_flight)
-            if self._session_up and not self._stopped_published and in_flight < self._handoff:
+            if self._session_up and not self._stopped_published and self._control_room():
                 self._publish_control(AVAILABILITY_STOPPED)
                 self._stopped_published = True
             if self._stopped_acknowledged or not self._session_up or now >= deadline:
@@ -1338,10 +1405,27 @@ class MqttUplink:
             return True
         return False
 
+    def _thread_deadline(self) -> float | None:
+        """When the publisher thread must have ended once a stop was requested (monotonic).
+
+        stop() joins for its timeout plus _STOP_JOIN_GRACE_S, and the caller closes the outbox
+        next: the thread gives up on the marker by then rather than outlive the join.
+        """
+        if self._stop_deadline is None:
+            return None
+        return self._stop_deadline + _DISCONNECT_GRACE_S + _SETTLE_AT_STOP_S
+
     def _finish_stop(self) -> None:
-        self._settle_marks(_SETTLE_AT_STOP_S)
+        deadline = self._thread_deadline()
+        assert deadline is not None
+        settled = self._settle_marks(min(_SETTLE_AT_STOP_S, max(0.0, deadline - time.monotonic())))
         self._in_flight.clear()
         self._update_gauges()
+        if not settled:
+            # The marker holds the outbox (waiting for SQLite's lock): reading it would wait too.
+            log.info("uplink stopped; rows stay in the outbox for the next run")
+            self._set_state(UplinkState.STOPPED)
+            return
         try:
             left = self._outbox.stats().depth
         except (OutboxError, sqlite3.Error) as error:
@@ -1362,7 +1446,7 @@ def _tls_pending(sock: Any) -> bool:
 
 
 def _drain(sock: socket.socket) -> None:
-    """Empty the wake-up socket: one select() pass handles every event queued so far."""
+    """Empty the wake-up socket: one pass of the publisher loop handles every event queued so far."""
     try:
         while sock.recv(4096):
             pass

@@ -31,7 +31,7 @@ import pytest
 
 from agent.uplink import Topics
 from firmware_bridge.codec import Loop, TagRead
-from firmware_bridge.scenario import CardPass, Scenario, Vehicle
+from firmware_bridge.scenario import CardPass, Scenario, StrayRead, Vehicle
 from firmware_bridge.simulator import ControllerSimulator
 from tests.support.broker import Message, MosquittoBroker, Subscriber
 
@@ -272,3 +272,68 @@ def test_kill_9_of_the_agent_loses_no_vehicle_and_counts_every_read_once(
     )
     assert at_booth >= KILLS // 2, "the test did not exercise the vehicle at the booth"
     assert replays, "no restart found journalled inputs to replay"
+
+
+IDLE_TIMEOUT_S = 2.0
+"""``lane.correlation.idle_timeout_s`` in :func:`write_config`."""
+
+
+def test_a_vehicle_its_cards_announced_survives_a_restart_slower_than_the_idle_timeout(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """The reader sees the cards before the vehicle reaches the loop, so the reads open the
+    crossing; the agent is killed then and comes back only after more than ``idle_timeout_s``,
+    while the vehicle reaches the loop. The downtime is no idle time: the controller held the
+    loop edge and the later reads, so the vehicle must still be one crossing with every read,
+    opened by its first read and closed by its departure (not split at the restart, no reads
+    dropped as stragglers)."""
+    epc = "E280116000000000000ACE01"
+    early, later = 4, 5
+    scenario = Scenario(
+        name="cards before the loop",
+        vehicles=(Vehicle(dwell_s=1.5, gap_s=6.0, cards=(CardPass(epc=epc, reads=later),)),),
+        stray_reads=(StrayRead(at_s=0.5, card=CardPass(epc=epc, reads=early), duration_s=0.5),),
+        seed=7,
+        controller_id="LANE-KILL",
+    )
+    simulator = ControllerSimulator(scenario, speed=1.0)
+    simulator.start()
+    agents = Agents(tmp_path, write_config(tmp_path, simulator.device_path, mosquitto.port))
+    try:
+        with Subscriber(mosquitto.host, mosquitto.port, TOPICS.crossing) as subscriber:
+            agents.start()
+            assert simulator.wait_for(
+                lambda sim: (
+                    sum(isinstance(e, TagRead) for e in sim.sent_events()) == early
+                    and sim.unacknowledged == 0
+                ),
+                10,
+            ), "the early reads were not all acknowledged"
+            assert not any(isinstance(e, Loop) for e in simulator.sent_events())
+            agents.kill()  # the crossing is open, opened by the reads, known only to the journal
+            time.sleep(2.5 * IDLE_TIMEOUT_S)  # the vehicle reaches the loop meanwhile
+            agents.start()
+            acknowledged = simulator.wait_done(30)
+            deadline = time.monotonic() + 10.0
+            while not subscriber.messages and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert agents.stop() == 0, agents.log_tail()
+            messages = subscriber.barrier()
+    finally:
+        agents.close()
+        simulator.stop()
+
+    assert acknowledged, "the controller still holds events the agent never acknowledged"
+    events = list(distinct_events(messages).values())
+    summary = [
+        (
+            event["opened_by"],
+            event["closed_by"],
+            event["vehicle_detected"],
+            {card["ref"]: card["reads"] for card in event["cards"]},
+        )
+        for event in events
+    ]
+    assert summary == [("tag", "departure", True, {epc: early + later})]
+    replays = [r for r in agents.log_records() if r["msg"].startswith("input journal: replaying")]
+    assert replays, "the restart did not replay the journal"

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+import time
+import tty
 from pathlib import Path
 
 import pytest
 
-from firmware_bridge.codec import Fault, Hello, Loop, SignalState, TagRead
+from firmware_bridge.codec import (
+    Fault,
+    Heartbeat,
+    Hello,
+    Loop,
+    SignalState,
+    TagRead,
+    encode_frame,
+)
 from firmware_bridge.link import (
     ControllerEvent,
     ControllerLink,
@@ -25,7 +36,13 @@ from firmware_bridge.link import (
 )
 from firmware_bridge.scenario import LinkMisbehaviour, load_scenario
 from firmware_bridge.simulator import plan_scenario
-from tests.firmware_bridge.conftest import WAIT_S, Collector, small_scenario, wait_until
+from tests.firmware_bridge.conftest import (
+    FAST_LINK,
+    WAIT_S,
+    Collector,
+    small_scenario,
+    wait_until,
+)
 
 NOISY = LinkMisbehaviour(
     drop_probability=0.2,
@@ -497,3 +514,75 @@ def test_resume_starts_after_the_last_stored_event_only_while_the_controller_sti
     if next_seq != resume_seq:
         assert sequencer.offer(stored_before, Loop(0, 1, occupied=True)) is Offer.DUPLICATE
         assert sequencer.is_delivered(stored_before), "so its copy is acknowledged again"
+
+
+def test_a_slow_callback_is_no_silence_of_the_controller(make_simulator, make_link):
+    """Storing one event (an fsync on a busy disk) outlasts the silence timeout: no reopen."""
+    slow_once = threading.Event()
+    taken: list[ControllerEvent] = []
+
+    def on_event(event: ControllerEvent, origin: EventOrigin | None) -> None:
+        if not slow_once.is_set():
+            slow_once.set()
+            time.sleep(FAST_LINK["silence_timeout_s"] + 0.3)
+        taken.append(event)
+
+    simulator = make_simulator(small_scenario(2, seed=8))
+    collector = Collector()
+    link = make_link(simulator.device_path, collector, on_event=on_event)
+    assert simulator.wait_done(WAIT_S)
+    assert slow_once.is_set()
+    assert taken == simulator.sent_events()
+    assert link.stats().silences == 0
+    assert not [m for m in collector.of_type(LinkDown) if m.reason is LinkDownReason.SILENCE]
+
+
+class RawController:
+    """The controller end of a pty, written frame by frame: for sequences no simulator makes."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        self.path = os.ttyname(self.slave)
+
+    def send(self, message: Hello | TagRead | Loop | Heartbeat, seq: int) -> None:
+        os.write(self.master, encode_frame(message, seq))
+
+    def close(self) -> None:
+        os.close(self.master)
+        os.close(self.slave)
+
+
+def test_events_orphaned_by_a_reboot_are_kept_until_the_callback_takes_them(make_link):
+    """Events held behind a gap when the controller reboots are never resent: a callback that
+    fails on them must get them again, before the new boot's events, like any other event."""
+    controller = RawController()
+    accepting = threading.Event()
+    taken: list[tuple[ControllerEvent, EventOrigin | None]] = []
+
+    def on_event(event: ControllerEvent, origin: EventOrigin | None) -> None:
+        if not accepting.is_set():
+            raise OSError("cannot store it now")
+        taken.append((event, origin))
+
+    orphan = Loop(0, 1, occupied=True)
+    after_reboot = Loop(0, 1, occupied=False)
+    try:
+        link = make_link(controller.path, Collector(), on_event=on_event)
+        assert wait_until(lambda: link.stats().port_open)  # opening flushes what came before
+        controller.send(_hello(boot_id=1, resume_seq=0), 0)
+        assert wait_until(lambda: link.is_up)
+        controller.send(orphan, 2)  # seq 1 never arrives: held behind the gap
+        assert wait_until(lambda: link._sequencer.held_count == 1)
+        controller.send(_hello(boot_id=2, resume_seq=0), 0)  # the reboot releases it
+        controller.send(after_reboot, 1)
+        assert wait_until(lambda: link.stats().callback_errors >= 2)
+        accepting.set()
+        for _ in range(20):  # frames keep the link from going silent
+            controller.send(Heartbeat(0, 0, 0, 0, 0), 0)
+            if len(taken) == 2:
+                break
+            time.sleep(0.05)
+    finally:
+        controller.close()
+    assert taken == [(orphan, None), (after_reboot, EventOrigin(2, 1))]

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from agent.lane.correlator import CorrelationSettings
 from agent.lane.credentials import Program
 from agent.lane.engine import LaneEngine
-from agent.lane.events import LaneInput, LoopChanged, TagRead, Tick
+from agent.lane.events import LaneInput, LoopChanged, Resumed, TagRead, Tick
 from agent.lane.policy import LanePolicy, LaneType
 from agent.uplink.holding import CrossingCommitter, PendingRecord
 from agent.uplink.journal import (
@@ -30,9 +30,10 @@ from agent.uplink.journal import (
     ClosedCrossing,
     InputJournal,
     JournalError,
+    JournalInput,
     JournalledEngine,
 )
-from agent.uplink.outbox import Outbox, OutboxFullError
+from agent.uplink.outbox import PRIORITY_IMAGE, Outbox, OutboxFullError
 from agent.uplink.topics import Topics
 from firmware_bridge.link import EventOrigin
 
@@ -92,7 +93,7 @@ class Lane:
         for closed in self.engine.replay():
             self.commit(closed)
 
-    def journal_input(self, lane_input: TagRead | LoopChanged, seq: int | None = None) -> int:
+    def journal_input(self, lane_input: JournalInput, seq: int | None = None) -> int:
         """What the link thread does before the ACK."""
         origin = None if seq is None else EventOrigin(0xB007, seq)
         return self.journal.append(lane_input, origin)
@@ -102,7 +103,7 @@ class Lane:
         for closed in self.engine.handle(lane_input, journal_id):
             self.commit(closed)
 
-    def feed(self, *inputs: TagRead | LoopChanged) -> None:
+    def feed(self, *inputs: JournalInput) -> None:
         for lane_input in inputs:
             self.apply(lane_input, self.journal_input(lane_input))
 
@@ -489,3 +490,164 @@ def test_crashes_at_any_input_store_exactly_the_crossings_of_an_uninterrupted_ru
             lane.apply(lane_input, journal_id)
         lane.stop(at + 1.0)
         assert Lane(path, sync="NORMAL").stored() == expected
+
+
+# --- restarts, a full outbox, damaged rows (review of the journal) -------------------------
+
+
+def test_the_downtime_a_resume_took_out_is_taken_out_again_by_the_replay_after_a_second_crash(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.db"
+    lane = Lane(path)
+    lane.feed(read(1.0, CARD_A))  # the cards, before the vehicle reaches the loop
+    lane.crash()
+    lane = Lane(path)  # back 19 s later, longer than the 2 s idle timeout
+    assert lane.engine.holding
+    assert lane.engine.now(20.0) == 1.0, "no tick moves the restored crossing before the resume"
+    lane.feed(Resumed(20.0), arrive(20.5))
+    assert not lane.engine.holding
+    lane.crash()  # before any checkpoint: the replay must take the same 19 s out
+    lane = Lane(path)
+    lane.feed(Resumed(40.0), read(40.2, CARD_A), depart(41.0))
+    assert [
+        (s["cards"], s["opened_at"], s["opened_by"], s["closed_by"]) for s in lane.stored()
+    ] == [({CARD_A: 2}, 1.0, "tag", "departure")]
+
+
+def fill_with_crossing_rows(outbox: Outbox) -> int:
+    """Crossing rows inserted without the outbox's eviction, until not one more byte fits."""
+    stored = 0
+    for size in (3000, 300, 30, 1):
+        while True:
+            try:
+                outbox.transact(
+                    lambda connection, size=size, seq=stored + 1: connection.execute(
+                        "INSERT INTO outbox (stream, seq, topic, payload, qos, retain, priority,"
+                        " created_at) VALUES ('filler', ?, ?, ?, 1, 0, 0, 0)",
+                        (seq, TOPICS.status, FILLER[:size]),
+                    )
+                )
+            except sqlite3.OperationalError:
+                break
+            stored += 1
+    return stored
+
+
+def test_at_the_size_cap_journal_appends_evict_images_as_a_crossing_would(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db", max_bytes=1024 * 1024)
+    journal = InputJournal(outbox)
+    while outbox.stats().evicted == 0:  # images up to the crossings' reserve (then they evict)
+        outbox.append(
+            topic=TOPICS.plate_image,
+            stream="image",
+            priority=PRIORITY_IMAGE,
+            build_payload=lambda seq: FILLER,
+        )
+    evicted_by_images = outbox.stats().evicted
+    crossings = fill_with_crossing_rows(outbox)  # the reserve is full too: the cap is reached
+    images = outbox.stats().depth - crossings
+    assert images > 100, "images are there to evict"
+    inputs = [read(1.0 + second / 10, CARD_A) for second in range(300)]  # pages, not a page
+    ids = [journal.append(lane_input, None) for lane_input in inputs]
+    journal.checkpoint(Checkpoint(ids[99], {"any": "state"}))
+    assert outbox.stats().evicted > evicted_by_images, "images made room for the journal"
+    assert [entry.input for entry in journal.recover().entries] == inputs[100:]
+    assert outbox.stats().depth - crossings < images
+    outbox.close()
+
+
+def test_at_the_size_cap_with_nothing_to_evict_a_journal_append_still_fails(
+    tmp_path: Path,
+) -> None:
+    outbox = Outbox(tmp_path / "outbox.db", max_bytes=128 * 1024)
+    journal = InputJournal(outbox)
+    fill_with_crossing_rows(outbox)
+    stored = 0
+    try:
+        for second in range(200):  # the journal table's free space runs out first
+            journal.append(read(float(second), CARD_A), None)
+            stored += 1
+    except JournalError:
+        pass
+    assert stored < 200, "a journal append failed: nothing could be evicted"
+    assert outbox.stats().evicted == 0
+    outbox.close()
+
+
+def test_inputs_the_journal_missed_survive_a_crash_only_once_a_checkpoint_covers_them(
+    tmp_path: Path,
+) -> None:
+    for secured in (False, True):
+        path = tmp_path / f"outbox-{secured}.db"
+        lane = Lane(path)
+        lane.feed(arrive(1.0))
+        lane.apply(read(1.5, CARD_A))  # could not be journalled: in memory only
+        assert lane.engine.memory_only
+        lane.feed(read(1.6, CARD_B))  # the journal works again
+        if secured:
+            assert lane.engine.secure_memory_inputs(held=0)
+            assert not lane.engine.memory_only
+        lane.crash()
+        lane = Lane(path)
+        lane.feed(depart(2.0))
+        cards = [s["cards"] for s in lane.stored()]
+        assert cards == ([{CARD_A: 1, CARD_B: 1}] if secured else [{CARD_B: 1}])
+
+
+def test_no_checkpoint_secures_missed_inputs_while_a_crossing_is_held(tmp_path: Path) -> None:
+    lane = Lane(tmp_path / "outbox.db")
+    lane.feed(arrive(1.0))
+    lane.apply(read(1.5, CARD_A))
+    assert not lane.engine.secure_memory_inputs(held=1)
+    assert lane.engine.memory_only
+    assert journal_rows(tmp_path / "outbox.db") == 1
+
+
+def damage(path: Path, statement: str, *parameters: object) -> None:
+    connection = sqlite3.connect(path)
+    connection.execute(statement, parameters)
+    connection.commit()
+    connection.close()
+
+
+@pytest.mark.parametrize(
+    ("at", "body"),
+    [
+        (1.5, "{not json"),
+        (1.5, '{"antenna": 1, "rssi_dbm": -50.0, "tid": null}'),
+        (1.5, '{"epc": 7, "antenna": 1, "rssi_dbm": -50.0, "tid": null}'),
+        (1.5, '["a list"]'),
+        ("soon", json.dumps({"epc": CARD_B, "antenna": 1, "rssi_dbm": -50.0, "tid": None})),
+    ],
+    ids=["bad-json", "missing-field", "wrong-type", "not-an-object", "time-not-a-number"],
+)
+def test_a_damaged_journal_row_is_skipped_and_the_rest_replayed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, at: object, body: str
+) -> None:
+    path = tmp_path / "outbox.db"
+    lane = Lane(path)
+    lane.feed(arrive(1.0))
+    damaged = lane.journal_input(read(1.5, CARD_B))
+    lane.feed(read(1.6, CARD_A))
+    lane.crash()
+    damage(path, "UPDATE input_journal SET at = ?, body = ? WHERE id = ?", at, body, damaged)
+    lane = Lane(path)
+    lane.feed(depart(2.0))
+    assert [s["cards"] for s in lane.stored()] == [{CARD_A: 1}]
+    assert f"row {damaged} cannot be decoded" in caplog.text
+    assert CARD_B not in caplog.text
+
+
+@pytest.mark.parametrize("state", ["{not json", '["a list"]', '{"version": 1}'])
+def test_a_damaged_engine_state_replays_from_an_empty_lane(tmp_path: Path, state: str) -> None:
+    path = tmp_path / "outbox.db"
+    lane = Lane(path)
+    lane.feed(arrive(1.0), depart(2.0), arrive(3.0), read(3.5, CARD_B))
+    lane.crash()
+    damage(path, "UPDATE journal_state SET engine_state = ?", state)
+    lane = Lane(path)
+    assert lane.skipped == []
+    lane.feed(depart(4.0))
+    assert [s["cards"] for s in lane.stored()] == [{}, {CARD_B: 1}]
+    assert lane.engine.engine.closed_count == 2

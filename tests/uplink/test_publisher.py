@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import resource
 import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.status import StatusBoard
-from agent.uplink.outbox import PRIORITY_HEALTH, Outbox
+from agent.uplink.outbox import PRIORITY_HEALTH, PRIORITY_IMAGE, Outbox, OutboxRow
 from agent.uplink.publisher import FAULT_OUTBOX_ERROR, MqttUplink, UplinkState, backoff_delay
 from agent.uplink.topics import Topics
 from tests.support.broker import LOOPBACK, MosquittoBroker, Subscriber, free_port, wait_until
@@ -419,3 +422,211 @@ def test_backoff_delays_grow_with_attempts_and_are_jittered() -> None:
     assert max(early) <= 2.0
     assert len(set(early)) > 100  # lanes do not retry in lock-step
     assert sum(late) / len(late) > 2 * sum(early) / len(early)
+
+
+def test_the_uplink_delivers_when_its_sockets_are_numbered_above_1024(
+    mosquitto: MosquittoBroker, outbox: Outbox, topics: Topics, make_uplink: UplinkFactory
+) -> None:
+    """select() cannot wait on descriptor 1024 or above; an agent holding many files gets those."""
+    uplink, recorder = make_uplink(mosquitto.host, mosquitto.port)
+    # The subscriber runs paho's own loop, which uses select(): its socket comes first, low.
+    with Subscriber(mosquitto.host, mosquitto.port, topics.crossing) as subscriber:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < 2048 <= hard or hard == resource.RLIM_INFINITY:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+        fillers: list[int] = []
+        try:
+            while not fillers or fillers[-1] < 1100:
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+            uplink.start()
+            append_crossings(outbox, topics, 50)
+            uplink.notify()
+            assert seqs(subscriber.wait_for(50)) == list(range(1, 51))
+            wait_until(lambda: outbox.stats().depth == 0, 10, "every row marked sent")
+        finally:
+            for fd in fillers:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert UplinkState.FAILED not in recorder.history
+
+
+def test_an_error_on_the_publisher_thread_reports_failed_and_the_broker_publishes_offline(
+    mosquitto: MosquittoBroker,
+    outbox: Outbox,
+    topics: Topics,
+    make_uplink: UplinkFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """FAILED reaches on_state_change (the service restarts on it); the connection is dropped, so
+    the retained availability does not claim 'online' for an uplink that publishes nothing."""
+
+    def broken(_row: OutboxRow) -> None:
+        raise RuntimeError("a bug in the acknowledgement hook")
+
+    uplink, recorder = make_uplink(mosquitto.host, mosquitto.port, on_acknowledged=broken)
+    with Subscriber(mosquitto.host, mosquitto.port, topics.availability) as subscriber:
+        uplink.start()
+        recorder.wait_for(UplinkState.CONNECTED)
+        with caplog.at_level(logging.ERROR, logger="agent.uplink.publisher"):
+            append_crossings(outbox, topics, 1)
+            uplink.notify()
+            recorder.wait_for(UplinkState.FAILED)
+        subscriber.wait_until(
+            lambda received: [m.payload for m in received][-1:] == [b"offline"], 10, "offline"
+        )
+    assert recorder.history[-1] is UplinkState.FAILED
+    assert any("publisher thread failed" in record.getMessage() for record in caplog.records)
+    assert outbox.stats().depth == 1  # never marked sent: it goes out after the restart
+
+
+def test_a_burst_of_crossings_during_a_backlog_sends_no_row_twice(
+    tmp_path: Path, mosquitto: MosquittoBroker, topics: Topics, make_uplink: UplinkFactory
+) -> None:
+    """More crossings than one read batch, appended while health rows are in flight: the scan that
+    reads them continues into the health rows, and must skip those in flight or being marked."""
+    backlog, burst = 6000, 700
+    with Outbox(tmp_path / "burst.db", synchronous="NORMAL") as outbox:
+        for _ in range(backlog):
+            outbox.append(
+                topic=topics.crossing,
+                build_payload=lambda seq: json.dumps({"seq": seq, "stream": "health"}).encode(),
+                stream="health",
+                priority=PRIORITY_HEALTH,
+            )
+        uplink, _ = make_uplink(mosquitto.host, mosquitto.port, outbox=outbox)
+        with Subscriber(mosquitto.host, mosquitto.port, topics.crossing) as subscriber:
+            uplink.start()
+            subscriber.wait_for(1000, timeout_s=20)
+            append_crossings(outbox, topics, burst)  # no notify yet: the scan goes on meanwhile
+            uplink.notify()
+            subscriber.wait_for(backlog + burst, timeout_s=30)
+            wait_until(lambda: outbox.stats().depth == 0, 10, "every row marked sent")
+            messages = subscriber.barrier()
+            uplink.stop(timeout_s=5)
+    keys = [
+        (json.loads(message.payload).get("stream", "crossing"), json.loads(message.payload)["seq"])
+        for message in messages
+    ]
+    assert len(set(keys)) == backlog + burst
+    duplicates = len(keys) - len(set(keys))
+    assert duplicates == 0
+
+
+def test_each_crossing_appended_during_an_image_backlog_goes_out_within_one_handoff(
+    tmp_path: Path, mosquitto: MosquittoBroker, topics: Topics, make_uplink: UplinkFactory
+) -> None:
+    """A notify drops the lower-priority rows read ahead, so a crossing waits only for what paho
+    already holds (max_inflight x 10 rows), not for a whole read batch as well."""
+    backlog, crossings, handoff = 8000, 6, 20 * 10
+    with Outbox(tmp_path / "images.db", synchronous="NORMAL") as outbox:
+        for _ in range(backlog):
+            outbox.append(
+                topic=topics.crossing,
+                build_payload=lambda seq: json.dumps({"seq": seq, "stream": "image"}).encode(),
+                stream="image",
+                priority=PRIORITY_IMAGE,
+            )
+        uplink, _ = make_uplink(mosquitto.host, mosquitto.port, outbox=outbox, max_inflight=20)
+        published_at_notify: list[int] = []
+        with Subscriber(mosquitto.host, mosquitto.port, topics.crossing) as subscriber:
+            uplink.start()
+            for number in range(crossings):
+                subscriber.wait_for(500 + 900 * number, timeout_s=20)
+                outbox.append(topic=topics.crossing, build_payload=crossing_payload)
+                published_at_notify.append(uplink.stats().published)
+                uplink.notify()
+            messages = subscriber.wait_for(backlog + crossings, timeout_s=30)
+            uplink.stop(timeout_s=5)
+    streams = [json.loads(message.payload).get("stream", "crossing") for message in messages]
+    positions = [index for index, stream in enumerate(streams) if stream == "crossing"]
+    assert len(positions) == crossings
+    # Rows handed to paho between reading the counter and the wake-up: one top-up at most.
+    waits = [
+        position - published
+        for position, published in zip(positions, published_at_notify, strict=True)
+    ]
+    assert max(waits) <= handoff + 100, waits
+
+
+def test_status_messages_stay_within_a_receive_maximum_smaller_than_pahos_window(
+    tmp_path: Path, topics: Topics, make_uplink: UplinkFactory
+) -> None:
+    """On the first connection paho's window is larger than the broker allows, so rows, status and
+    availability share the broker's slots here: status waits for a PUBACK rather than overflow."""
+    broker = MosquittoBroker(tmp_path / "mosquitto", extra_config="max_inflight_messages 3")
+    board = StatusBoard({"port_id": "port-7", "lane_id": "lane-3"})
+    with broker, TcpProxy(0, broker.host, broker.port) as proxy:
+        uplink, recorder = make_uplink(
+            proxy.host, proxy.port, max_inflight=20, status=board, status_interval_s=0.05
+        )
+        uplink.start()
+        recorder.wait_for(UplinkState.CONNECTED)
+        wait_until(lambda: uplink.stats().status_published >= 3, 5, "status published")
+        proxy.cut()  # nothing is acknowledged from now on
+        before = uplink.stats().status_published
+        time.sleep(1.0)  # twenty status intervals
+        after = uplink.stats().status_published
+    # Up to three messages unacknowledged on the wire, whatever they are.
+    assert after - before <= 3
+
+
+def test_pahos_window_grows_back_when_the_broker_allows_more_again(
+    tmp_path: Path, outbox: Outbox, topics: Topics, make_uplink: UplinkFactory
+) -> None:
+    """A broker that allowed 3 in flight shrinks the window of the next client; once a broker
+    allows 20 again, the client after that gets 20 again (seen as PUBLISHes on a silent link)."""
+    broker = MosquittoBroker(tmp_path / "mosquitto", extra_config="max_inflight_messages 3")
+    with broker, TcpProxy(0, broker.host, broker.port) as proxy:
+        uplink, recorder = make_uplink(proxy.host, proxy.port, max_inflight=20)
+        uplink.start()
+        recorder.wait_for(UplinkState.CONNECTED)
+        for allowed in (20, 20):  # the first reconnect learns 20, the second uses it
+            broker.extra_config = f"max_inflight_messages {allowed}"
+            mark = recorder.mark()
+            broker.restart()
+            recorder.wait_for(UplinkState.CONNECTED, since=mark)
+        assert uplink.stats().in_flight_limit == 20
+        proxy.cut()
+        dropped_before = proxy.dropped_bytes
+        append_crossings(outbox, topics, 40)
+        uplink.notify()
+        wait_until(lambda: uplink.stats().in_flight == 40, 5, "forty rows handed to paho")
+        one_publish = 2 + 2 + len(topics.crossing) + 2 + 1 + len(crossing_payload(40))
+        wait_until(
+            lambda: proxy.dropped_bytes - dropped_before >= 15 * one_publish,
+            5,
+            "more than three PUBLISHes on the wire",
+        )
+
+
+def test_stop_returns_within_its_budget_while_the_marker_waits_for_a_locked_outbox(
+    tmp_path: Path,
+    mosquitto: MosquittoBroker,
+    topics: Topics,
+    make_uplink: UplinkFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The marker waits out SQLite's busy timeout (an operator's shell holds the write lock): stop
+    gives up on it within stop()'s join, so the caller never closes the outbox under a live thread.
+    """
+    path = tmp_path / "locked.db"
+    with Outbox(path, busy_timeout_s=8.0) as outbox:
+        uplink, recorder = make_uplink(
+            mosquitto.host, mosquitto.port, outbox=outbox, poll_interval_s=60
+        )
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            with Subscriber(mosquitto.host, mosquitto.port, topics.crossing) as subscriber:
+                uplink.start()
+                recorder.wait_for(UplinkState.CONNECTED)
+                append_crossings(outbox, topics, 5)
+                other.execute("BEGIN IMMEDIATE")
+                uplink.notify()
+                subscriber.wait_for(5)  # acknowledged; the marker now waits for the lock
+                with caplog.at_level(logging.WARNING, logger="agent.uplink.publisher"):
+                    uplink.stop(timeout_s=0.5)
+            assert uplink.state is UplinkState.STOPPED
+            assert not any("still running" in record.getMessage() for record in caplog.records)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
