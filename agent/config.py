@@ -239,6 +239,14 @@ class CacheConfig(_Section):
         "cores stay busy (camera), a high value can stretch a 100k-change delta from seconds to "
         "tens of seconds (BENCHMARKS.md).",
     )
+    lock_in_memory: bool = Field(
+        default=True,
+        description="Keep the cache file in force locked in memory (mmap + mlock), so a lookup "
+        "never waits for the disk, above all while a bundle installs. Costs the file's size in "
+        "RAM (~65 B/record, ~1 GB at 15 M; twice that during a snapshot swap) and needs "
+        "RLIMIT_MEMLOCK above it (systemd LimitMEMLOCK=); when locking fails the lane logs a "
+        "warning and goes on without it.",
+    )
 
     @model_validator(mode="after")
     def _update_not_larger_than_snapshot(self) -> Self:

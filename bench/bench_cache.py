@@ -13,6 +13,13 @@ and one per millisecond. Each delta is followed by its baseline: the same lookup
 long, with no install running, so a figure "during a delta" is always read against the machine's
 own floor at that moment (on a shared 2-core VM the paced floor alone is far above the back-to-back
 one). Nothing here asserts: the figures go to BENCHMARKS.md with this command.
+
+Deltas are measured with the cache file locked in memory (``cache.lock_in_memory``, as a lane
+runs: this process locks it with :class:`agent.cache.resident.ResidentCache`) and, for
+comparison, without: the lock released and the file's pages dropped from the page cache
+(``posix_fadvise(DONTNEED)``) before each such delta, then the same warm-up lookups as at the
+start. That stands in for what this VM's host does to an idle file between deltas minutes apart
+(it keeps only part of a 1 GB file cached); the residency before each delta is printed.
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ import argparse
 import os
 import platform
 import random
+import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -37,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.cache import CredentialCache
 from agent.cache.bundle import BundleLimits, Kind, Scope, decode_record, write_bundle
 from agent.cache.install import SNAPSHOT_PAGE_SIZE, WORKER_NICE, CacheInstaller
+from agent.cache.resident import ResidentCache
 from agent.cache.store import create_schema
 from agent.cache.trust import TrustStore, trust_document
 
@@ -144,6 +154,14 @@ def main() -> None:
         default=[WORKER_NICE],
         help="Nice increments of the install worker to measure deltas with (default: the agent's).",
     )
+    parser.add_argument(
+        "--lock-in-memory",
+        choices=("on", "off"),
+        nargs="+",
+        default=["on", "off"],
+        help="Measure deltas with the cache file locked in memory (the lane's default) and/or "
+        "without (pages dropped before each delta).",
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
         "--reuse-cache",
@@ -204,7 +222,10 @@ def main() -> None:
     hits = [ref(rng.randrange(args.records)) for _ in range(args.lookups)]
     misses = [f"E2801160{rng.randrange(args.records) * 2 + 1:016X}" for _ in range(args.lookups)]
     # Opened as the agent opens it (agent.service): read-write, the connection's own settings.
+    residency = ResidentCache(enabled=True)
     with CredentialCache.open(cache_path) as cache:
+        if "on" in args.lock_in_memory:
+            lock_in_memory(residency, cache)
         time_lookups(cache, hits[: args.lookups // 10])  # warm the page cache
         print(f"lookup hits:   {percentiles(time_lookups(cache, hits))}")
         print(f"lookup misses: {percentiles(time_lookups(cache, misses))}")
@@ -213,12 +234,19 @@ def main() -> None:
                                    limits=BundleLimits(16 << 30, 256 << 20))  # fmt: skip
         version = installer.state().bundle_version or 1
         runs = [
-            (nice, paced)
+            (locked, nice, paced)
             for _ in range(args.delta_runs)
+            for locked in args.lock_in_memory
             for nice in args.worker_nice
             for paced in (False, True)
         ]
-        for nice, paced in runs:
+        for locked, nice, paced in runs:
+            if locked == "on":
+                lock_in_memory(residency, cache)
+            else:
+                residency.release()
+                drop_from_page_cache(cache.current_file)
+                time_lookups(cache, hits[: args.lookups // 10])  # the same warm-up as at start
             installer.worker_nice = nice
             version += 1
             delta_rng = random.Random(version)
@@ -230,28 +258,65 @@ def main() -> None:
             write_bundle(delta, kind=Kind.DELTA, version=version, base_version=version - 1,
                          lines=delta_lines, scope=scope, signers=keys, created_at=now,
                          expires_at=now + 86400)  # fmt: skip
+            resident_before = residency_text(cache)
             took, during = delta_with_lookups(installer, delta, cache, hits, paced=paced)
             # The baseline: the same loop for as long, with no install running.
             quiet = lookups_for(cache, hits, took[0] + took[1], paced=paced)
             mode = "one every 1 ms (a lane thread)" if paced else "back to back (worst case)"
-            print(f"delta of {args.delta:,} changes (worker nice +{nice} over this process's "
+            print(f"[lock_in_memory {locked}; before the delta {resident_before}] "
+                  f"delta of {args.delta:,} changes (worker nice +{nice} over this process's "
                   f"{os.nice(0)}) visible in {took[0]:.2f} s, then WAL checkpoint "
                   f"{took[1]:.2f} s; load average {os.getloadavg()[0]:.1f}; "
                   f"lookups {mode}:")  # fmt: skip
-            print(f"  during it ({len(during):,}): {percentiles(during)}; > 5 ms: "
-                  f"{over_5ms(during)}")  # fmt: skip
-            print(f"  no install ({len(quiet):,}): {percentiles(quiet)}; > 5 ms: "
-                  f"{over_5ms(quiet)}")  # fmt: skip
+            print(f"  during it ({len(during[0]):,}): {percentiles(during[0])}; > 5 ms: "
+                  f"{over_5ms(*during)}")  # fmt: skip
+            print(f"  no install ({len(quiet[0]):,}): {percentiles(quiet[0])}; > 5 ms: "
+                  f"{over_5ms(*quiet)}")  # fmt: skip
             delta.unlink()
+        residency.release()
 
 
-def over_5ms(samples_ns: list[int]) -> int:
-    return sum(1 for sample in samples_ns if sample > 5_000_000)
+def lock_in_memory(residency: ResidentCache, cache: CredentialCache) -> None:
+    started = time.perf_counter()
+    if residency.follow(cache.current_file):
+        print(f"cache file locked in memory in {time.perf_counter() - started:.2f} s: "
+              f"{residency.status().locked_bytes / 1e6:.0f} MB")  # fmt: skip
+    else:
+        print(f"cache file NOT locked in memory: {residency.status().error}")
+
+
+def drop_from_page_cache(file: Path) -> None:
+    """Ask the kernel to drop the file's cached pages (only clean, unlocked ones go).
+
+    From a child process: closing a descriptor of the file here would cancel the POSIX locks
+    this process's SQLite connection holds on it.
+    """
+    code = "import os, sys; os.posix_fadvise(os.open(sys.argv[1], os.O_RDONLY), 0, 0, 4)"
+    subprocess.run([sys.executable, "-c", code, str(file)], check=True)  # 4: POSIX_FADV_DONTNEED
+
+
+def residency_text(cache: CredentialCache) -> str:
+    """How much of the file is in the page cache (util-linux fincore), for the record."""
+    fincore = shutil.which("fincore")
+    if fincore is None:
+        return "page-cache residency unknown (no fincore)"
+    out = subprocess.run([fincore, "-b", "-n", "-o", "RES,SIZE", str(cache.current_file)],
+                         capture_output=True, text=True, check=False).stdout.split()  # fmt: skip
+    if len(out) != 2:
+        return "page-cache residency unknown"
+    return f"{int(out[0]) / 1e6:.0f} of {int(out[1]) / 1e6:.0f} MB in the page cache"
+
+
+def over_5ms(samples_ns: list[int], waits_ns: list[int]) -> str:
+    """How many lookups took over 5 ms, and how many of those spent most of it runnable."""
+    slow = [(took, wait) for took, wait in zip(samples_ns, waits_ns, strict=True) if took > 5e6]
+    cpu = sum(1 for took, wait in slow if wait >= took / 2)
+    return f"{len(slow)} ({cpu} of them waiting for a CPU most of the time)"
 
 
 def lookups_for(
     cache: CredentialCache, refs: list[str], seconds: float, *, paced: bool
-) -> list[int]:
+) -> tuple[list[int], list[int]]:
     """The lookup loop of :func:`delta_with_lookups` for ``seconds``, with no install running."""
     done = threading.Event()
     timer = threading.Timer(seconds, done.set)
@@ -264,19 +329,32 @@ def lookups_for(
 
 def lookup_loop(
     cache: CredentialCache, refs: list[str], done: threading.Event, *, paced: bool
-) -> list[int]:
-    """Look refs up until ``done``: back to back, or one per millisecond as a lane thread would."""
+) -> tuple[list[int], list[int]]:
+    """Look refs up until ``done``: back to back, or one per millisecond as a lane thread would.
+
+    Returns each lookup's latency and the time this thread spent runnable but not running
+    meanwhile (its run-queue wait, from ``/proc/thread-self/schedstat``, read outside the timed
+    part): a slow lookup that waited for a CPU is the machine's load, one that did not waited
+    for something else (the disk).
+    """
     samples: list[int] = []
+    waits: list[int] = []
     clock = time.perf_counter_ns
     index = 0
-    while not done.is_set():
-        started_ns = clock()
-        cache.lookup(refs[index % len(refs)])
-        samples.append(clock() - started_ns)
-        index += 1
-        if paced:
-            done.wait(0.001)
-    return samples
+    schedstat = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+    try:
+        while not done.is_set():
+            waited_ns = int(os.pread(schedstat, 128, 0).split()[1])
+            started_ns = clock()
+            cache.lookup(refs[index % len(refs)])
+            samples.append(clock() - started_ns)
+            waits.append(int(os.pread(schedstat, 128, 0).split()[1]) - waited_ns)
+            index += 1
+            if paced:
+                done.wait(0.001)
+    finally:
+        os.close(schedstat)
+    return samples, waits
 
 
 def delta_with_lookups(
@@ -286,10 +364,10 @@ def delta_with_lookups(
     refs: list[str],
     *,
     paced: bool,
-) -> tuple[tuple[float, float], list[int]]:
+) -> tuple[tuple[float, float], tuple[list[int], list[int]]]:
     """Apply ``delta`` (in the install worker, as the agent does) while this thread looks up.
 
-    Returns (seconds until visible, seconds of WAL checkpoint after) and the lookup latencies,
+    Returns (seconds until visible, seconds of WAL checkpoint after) and the lookup latencies and run-queue waits,
     taken until the worker has finished, checkpoint included.
     """
     done = threading.Event()

@@ -3,7 +3,9 @@
 :class:`CacheChannel` is the one hook the composition root needs: it gives the lane engine the
 freshness of the data (``fresh_at``), the policy with ``max_cache_age`` applied, the
 ``CacheInfo`` each crossing event carries, and — when ``cache.trust_file`` is set — runs the MQTT
-updates subscriber (:mod:`agent.cache.updates`) that installs central's signed bundles.
+updates subscriber (:mod:`agent.cache.updates`) that installs central's signed bundles. With
+``cache.lock_in_memory`` it keeps the file in force locked in memory (:mod:`agent.cache.resident`)
+and moves the lock along when a snapshot swaps in a new file or a delta grows it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import paho.mqtt.client as mqtt
 
 from agent.cache.bundle import BundleLimits
 from agent.cache.install import CacheInstaller, CacheState, CacheStateHolder, InstallerStats
+from agent.cache.resident import ResidentCache
 from agent.cache.store import CredentialCache
 from agent.cache.trust import TrustStore
 from agent.cache.updates import CacheUpdates, UpdatesStats
@@ -39,11 +42,17 @@ class CacheChannel:
         trust_owner_uid: int | None = 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """Load the trust file (refusing a writable one) when configured; start nothing yet."""
+        """Load the trust file (refusing a writable one) when configured; start nothing yet.
+
+        With ``cache.lock_in_memory`` the cache file is locked in memory here, before the lane
+        looks anything up: at 15 M records that reads ~1 GB when the file is not cached.
+        """
         self._config = config
         self._clock = clock
         self.cache = cache
         self.state = CacheStateHolder(CacheState.from_meta(cache.meta()))
+        self.residency = ResidentCache(enabled=config.cache.lock_in_memory)
+        self.residency.follow(cache.current_file)
         self.installer: CacheInstaller | None = None
         self.updates: CacheUpdates | None = None
         cache_config = config.cache
@@ -74,7 +83,7 @@ class CacheChannel:
             reconnect_min_s=config.mqtt.reconnect_min_s,
             reconnect_max_s=config.mqtt.reconnect_max_s,
             resync_interval_s=cache_config.resync_interval_s,
-            on_state=self.state.set,
+            on_state=self._state_changed,
             configure_client=self._tls,
         )
 
@@ -102,7 +111,21 @@ class CacheChannel:
             )
 
     def _switch(self) -> None:
+        """A snapshot swapped in a new file: lock it, then move the lookups onto it.
+
+        Locking first means the lookups' first reads of the new file find it in memory; the old
+        file is released only once no connection here reads it (closing its descriptor earlier
+        would cancel SQLite's locks on it).
+        """
+        self.residency.follow(self.cache.path.resolve())
         self.cache.reopen()
+        self.residency.release_retired()
+
+    def _state_changed(self, state: CacheState) -> None:
+        """After every install (and a technician's swap the updates thread noticed)."""
+        self.state.set(state)
+        self.residency.follow(self.cache.current_file)  # a delta may have grown the file
+        self.residency.release_retired()  # the updates thread reopened the lookups before this
 
     def policy(self, base: LanePolicy) -> LanePolicy:
         """``base`` with the configured max cache age (0 in config: no limit)."""
@@ -128,9 +151,10 @@ class CacheChannel:
             self.updates.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the updates subscriber, if running."""
+        """Stop the updates subscriber, if running, and release the file's lock in memory."""
         if self.updates is not None:
             self.updates.stop(timeout_s)
+        self.residency.release()
 
     def stats(self) -> dict[str, object]:
         """For the status topic: installed state, install and refusal counters, channel state."""
@@ -147,6 +171,7 @@ class CacheChannel:
             "last_refusal": installer.last_refusal if installer else None,
             "updates_connected": updates.connected if updates else False,
             "resync_requests": updates.resync_requests if updates else 0,
+            "resident": self.residency.status().as_dict(),
         }
 
     def stale(self, now: float) -> bool:

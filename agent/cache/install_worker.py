@@ -37,6 +37,8 @@ from typing import IO, Any
 PR_SET_PDEATHSIG = 1
 EXIT_ORPHANED = 3
 
+logger = logging.getLogger(__name__)
+
 
 def die_with_parent(parent_pid: int) -> None:
     """Ask Linux to SIGKILL this process when the agent dies, and exit if it already has."""
@@ -98,7 +100,14 @@ def main() -> int:
     logging.getLogger().setLevel(logging.INFO)
     request = json.loads(sys.stdin.buffer.readline())
     # Lower priority than the agent: when both want the same core, the lane's lookup wins.
-    os.nice(int(request.get("nice", 0)))
+    nice = int(request.get("nice", 0))
+    if nice:
+        try:
+            os.nice(nice)
+        except OSError as err:  # a seccomp filter that denies setpriority: install anyway
+            logger.warning(
+                "install worker runs at the agent's priority: nice(%d) failed: %s", nice, err
+            )
     with contextlib.ExitStack() as stack:
         fd = request["fd"]
         stream: IO[bytes]

@@ -54,7 +54,16 @@ FILE_MODE = 0o600
 MAX_REPORTED_PROBLEMS = 50
 IMPORT_CHUNK_ROWS = 10_000
 BUSY_TIMEOUT_MS = 5_000
-CACHE_SIZE_KIB = 32 * 1024  # page cache for bulk upserts; lookups need far less
+CACHE_SIZE_KIB = 32 * 1024  # page cache for a plain import's bulk upserts, while it runs
+LOOKUP_CACHE_KIB = 2 * 1024
+"""SQLite's own page cache for the lookups (its default size).
+
+SQLite empties a connection's page cache at its first read after another connection committed,
+and that costs time in proportion to what it holds: after a 100k-change delta at 15 M records
+the first lookup took 7-12 ms of CPU with 32 MiB and 0.5-0.6 ms with 2 MiB, while steady lookups
+were no slower with 2 MiB (p50 14.7 against 16.0 µs: the kernel's page cache, kept by
+``cache.lock_in_memory``, holds the file). Figures in BENCHMARKS.md.
+"""
 JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024  # WAL shrinks back to this after a checkpoint
 FILE_SUFFIXES = {".ndjson": "ndjson", ".jsonl": "ndjson", ".csv": "csv"}
 
@@ -429,6 +438,7 @@ class CredentialCache:
         row_digest = None if data_version else content_digest
         with self._lock:
             connection = self._connection
+            connection.execute(f"PRAGMA cache_size = -{CACHE_SIZE_KIB}")
             try:
                 connection.execute("BEGIN IMMEDIATE")
                 if connection.execute("SELECT 1 FROM meta WHERE key = 'bundle_version'").fetchone():
@@ -484,6 +494,7 @@ class CredentialCache:
             except BaseException as err:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
+                connection.execute(f"PRAGMA cache_size = -{LOOKUP_CACHE_KIB}")
                 if isinstance(err, sqlite3.Error):
                     raise CacheError(
                         f"credential cache {self.path}: import from {source_name} failed,"
@@ -497,6 +508,7 @@ class CredentialCache:
                     )
                 raise
             _checkpoint(connection)
+            connection.execute(f"PRAGMA cache_size = -{LOOKUP_CACHE_KIB}")
         report = ImportReport(
             source=source_name,
             data_version=version,
@@ -621,7 +633,7 @@ def _prepare(connection: sqlite3.Connection, path: Path, *, read_only: bool) -> 
     if read_only:
         return
     connection.execute("PRAGMA synchronous = FULL")
-    connection.execute(f"PRAGMA cache_size = -{CACHE_SIZE_KIB}")
+    connection.execute(f"PRAGMA cache_size = -{LOOKUP_CACHE_KIB}")
     connection.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
     if not blank:
         # No write lock taken for an existing cache: opening must not wait for an import

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -72,6 +73,25 @@ def test_the_worker_runs_below_the_agents_priority_unless_told_otherwise(
     assert installer.install_bytes(delta_to_2(central), source="mqtt").changed == 51
     added = install.WORKER_NICE if worker_nice is None else worker_nice
     assert int(probe.read_text()) == min(19, os.nice(0) + added)
+
+
+def test_a_worker_denied_a_lower_priority_installs_at_the_agents_and_says_so(
+    cache_path: Path,
+    central: Central,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A seccomp filter that denies setpriority (EPERM) must not cost the install."""
+    probe = tmp_path / "worker-nice"
+    monkeypatch.setattr(install, "WORKER_MODULE", "tests.cache.probe_worker")
+    monkeypatch.setenv("LANE_AGENT_TEST_WORKER_PROBE", str(probe))
+    monkeypatch.setenv("LANE_AGENT_TEST_DENY_NICE", "1")
+    installer = installer_for(cache_path, central, worker_nice=10)
+    with caplog.at_level(logging.WARNING):
+        assert installer.install_bytes(delta_to_2(central), source="mqtt").changed == 51
+    assert int(probe.read_text()) == os.nice(0)
+    assert any("agent's priority" in r.getMessage() for r in caplog.records), caplog.text
 
 
 def test_the_lanes_configured_install_nice_reaches_the_worker(

@@ -20,6 +20,7 @@ from agent.cache import (
     CacheOpenError,
     CacheStats,
     CredentialCache,
+    store,
 )
 from agent.cache.records import credential_to_record
 from agent.lane.credentials import (
@@ -493,3 +494,26 @@ class TestPrivacy:
         for message in above_debug:
             for secret in (GOOD_REF, OTHER_REF, "H-000123", "ABC1234"):
                 assert secret not in message
+
+
+def test_lookups_keep_a_small_sqlite_page_cache_and_an_import_gets_a_large_one_while_it_runs(
+    tmp_path: Path,
+) -> None:
+    """SQLite empties a connection's page cache after another connection's commit, at a cost
+    in proportion to its size: the lookups' connection keeps 2 MiB, a plain import 32 MiB."""
+    seen: list[int] = []
+    with CredentialCache.open(tmp_path / "credentials.db") as cache:
+        size = cache._connection.execute("PRAGMA cache_size").fetchone()[0]
+        assert size == -store.LOOKUP_CACHE_KIB == -2048
+
+        def records() -> Iterator[dict[str, object]]:
+            seen.append(cache._connection.execute("PRAGMA cache_size").fetchone()[0])
+            yield valid_record()
+
+        cache.import_records(records(), "test")
+        assert seen == [-store.CACHE_SIZE_KIB]
+        assert cache._connection.execute("PRAGMA cache_size").fetchone()[0] == -2048
+        with pytest.raises(CacheImportError):
+            cache.import_records([valid_record(status="NOPE")], "test")
+        assert cache._connection.execute("PRAGMA cache_size").fetchone()[0] == -2048
+        assert cache.lookup(GOOD_REF) is not None
