@@ -26,12 +26,19 @@ The time the agent was down is not idle time at the booth: the controller kept e
 could not deliver and resends it once the link is up. So after a restart the engine's clock
 stands still (ticks do not advance the restored crossing) until the link is up; then the link
 thread journals a :class:`~agent.lane.events.Resumed` input ahead of the resent events, and the
-correlator takes the downtime out of its timers. Without a controller no input can arrive, so
-the restored vehicle waits for the link however long it takes (a clean stop still stores it).
+correlator takes the downtime out of its timers — unless the controller came back with another
+boot id: a rebooted controller lost what it had not delivered (a power cut to the cabinet
+restarts both), so then the downtime is a plain advance of time and the restored crossing's
+timers close it as they would have. Without a controller no input can arrive, so the restored
+vehicle waits for the link however long it takes (a stop meanwhile leaves it in the journal).
 
-A publisher that failed (``UplinkState.FAILED``) would leave crossings piling up unsent: the
-service stops and exits with ``EXIT_UPLINK_FAILED`` so that systemd restarts it; the journal and
-the outbox make the restart lose nothing.
+A publisher that failed (``UplinkState.FAILED``) is rebuilt in-process a few times
+(:meth:`~agent.uplink.delivery.Delivery.uplink_failed`); past that it would leave crossings piling
+up unsent, and a link thread that ended would leave the lane deaf: the service stops and exits
+non-zero (``EXIT_UPLINK_FAILED``, ``EXIT_LINK_FAILED``) so that systemd restarts it. Such a stop
+leaves the crossing at the booth in the journal, like a crash, rather than closing it: the
+journal and the outbox make the restart lose nothing, and the vehicle stays one crossing. A plain
+stop (SIGTERM) closes and stores it (see ``docs/delivery.md``, stops and restarts).
 """
 
 from __future__ import annotations
@@ -96,6 +103,8 @@ TICK_LAG_S = 0.2
 tick, and still being journalled, is not applied after it (out of order)."""
 EXIT_UPLINK_FAILED = 70
 """Exit status (EX_SOFTWARE) when the uplink's publisher thread failed: systemd restarts us."""
+EXIT_LINK_FAILED = 70
+"""Exit status (EX_SOFTWARE) when the controller link's thread ended: systemd restarts us."""
 IDLE_CHECKPOINT_S = 10.0
 """While no crossing closes, the engine state is checkpointed this often (if inputs arrived), so
 the journal stays short during a long stay at the booth or a burst of dropped reads."""
@@ -159,10 +168,13 @@ class LaneService:
         self._link: ControllerLink | None = None
         self._resume_on_link_up = False
         """Link thread: journal a Resumed input at the next LinkUp (set once after a replay)."""
+        self._resume_boot_id: int | None = None
+        """The controller boot whose events the journal holds last (None: unknown)."""
         self._journal_recovering = False
         """Engine thread: an input was journalled again while the journal fault is raised."""
-        self._uplink_failed = False
-        """Engine thread: the uplink reported FAILED; the loop ends and run() returns non-zero."""
+        self._exit_status = 0
+        """Engine thread: non-zero once an adapter failed for good (the uplink reported FAILED,
+        the link thread ended): the loop ends and run() returns it, for systemd to restart us."""
         self.topics = Topics(config.mqtt.topic_prefix, config.lane.port_id, config.lane.lane_id)
         self.identity = LaneIdentity(
             port_id=config.lane.port_id,
@@ -187,7 +199,7 @@ class LaneService:
         )
         self.delivery = delivery
         delivery.board.contribute("cache", cache_channel.status)  # version, age, refusals
-        outbox, uplink, journal = delivery.outbox, delivery.uplink, delivery.journal
+        outbox, journal = delivery.outbox, delivery.journal
         correlation, lane_policy = config.lane.correlation.settings(), config.lane.policy()
         plates = None
         if config.camera.enabled:
@@ -266,7 +278,7 @@ class LaneService:
                 logger.error("crossing %s held: the outbox cannot store it", event_id)
                 return
             if plates is not None and plates.store_image(outbox, self.topics, decision):
-                uplink.notify()
+                delivery.uplink.notify()  # the uplink of now: a failed one is rebuilt
             logger.info(
                 "crossing seq=%d %s reasons=%s cards=%d closed_by=%s",
                 row.seq,
@@ -282,11 +294,12 @@ class LaneService:
 
         try:
             cache_channel.start()
-            uplink.start()
+            delivery.uplink.start()
             # Before the link opens: the vehicle at the booth comes back before its next input.
             for closed in lane.replay():
                 commit(closed)
             self.counters.replayed_inputs = len(lane.recovery.entries)
+            self._resume_boot_id = None if lane.resume is None else lane.resume.boot_id
             self._resume_on_link_up = lane.holding
             link.start()
             if plates is not None:
@@ -301,8 +314,14 @@ class LaneService:
             link.close()
             # Inputs that arrived before the link closed still belong to vehicles: apply them.
             self._drain(lane, commit)
-            for closed in lane.shutdown(self.clock()):
-                commit(closed)
+            if self._keeps_open_crossing(lane):
+                logger.info(
+                    "the crossing at the booth stays in the input journal: the next start "
+                    "restores it and the controller's resent events continue it"
+                )
+            else:
+                for closed in lane.shutdown(self.clock()):
+                    commit(closed)
             delivery.close(config.service.shutdown_flush_s)
             cache_channel.stop()
             cache.close()
@@ -312,10 +331,23 @@ class LaneService:
                 ", ".join(f"{k}={v}" for k, v in sorted(self.counters.by_recommendation.items()))
                 or "-",
             )
-        if self._uplink_failed:
-            logger.error("lane agent exits with status %d to be restarted", EXIT_UPLINK_FAILED)
-            return EXIT_UPLINK_FAILED
-        return 0
+        if self._exit_status:
+            logger.error("lane agent exits with status %d to be restarted", self._exit_status)
+        return self._exit_status
+
+    def _keeps_open_crossing(self, lane: JournalledEngine) -> bool:
+        """Leave the open crossing in the journal at this stop instead of closing it (SHUTDOWN).
+
+        When the agent stops to be restarted (an adapter failed), or still holds a restored
+        crossing the controller never got to continue, the next start restores it and the
+        controller, same boot, resends the rest: closing it now would make the vehicle's later
+        reads a second crossing. A plain stop (SIGTERM) closes and stores it: a stop may be
+        for good, and central must not depend on a next start to hear of a vehicle. Inputs
+        held in memory only (the journal failed) cannot be restored: then it is closed anyway.
+        """
+        if lane.memory_only or not lane.engine.correlator.has_open_crossing:
+            return False
+        return bool(self._exit_status) or lane.holding
 
     def link_stats(self) -> LinkStats | None:
         """Serial link counters (frames, CRC errors, duplicates…); None before ``run``."""
@@ -331,7 +363,8 @@ class LaneService:
         watchdog_every = self.notifier.watchdog_interval_s
         next_watchdog = time.monotonic()
         next_checkpoint = time.monotonic() + IDLE_CHECKPOINT_S
-        while not stop.is_set() and not self._uplink_failed:
+        link = self._link
+        while not stop.is_set() and not self._exit_status:
             try:
                 item: object = self.inbox.get(timeout=tick)
             except queue.Empty:
@@ -340,6 +373,11 @@ class LaneService:
                 commit(closed)
             self._settle_journal(lane)
             self.delivery.tick()
+            if link is not None and not link.is_running and not self._exit_status:
+                # Its thread logged why it ended; no controller input would arrive any more and
+                # the engine clock would stand still: stop for a restart.
+                logger.error("controller link thread ended; stopping for a restart")
+                self._exit_status = EXIT_LINK_FAILED
             if time.monotonic() >= next_checkpoint:
                 next_checkpoint = time.monotonic() + IDLE_CHECKPOINT_S
                 lane.idle_checkpoint(held=self.delivery.committer.held)
@@ -377,8 +415,14 @@ class LaneService:
         """
         self.inbox.put_nowait(message)
         if isinstance(message, LinkUp) and self._resume_on_link_up:
+            # Excised only when the controller still has the boot that held the events: a
+            # rebooted one lost them, the restored vehicle's departure included (PROTOCOL.md §5).
+            boot_id = self._resume_boot_id
+            excise = boot_id is not None and message.hello.boot_id == boot_id
+            self._journal_input(journal, Resumed(at=self.clock(), excise=excise), None)
+            # Only once stored (or handed over from memory): a failure above leaves it to the
+            # next LinkUp instead of losing Resumed for the run.
             self._resume_on_link_up = False
-            self._journal_input(journal, Resumed(at=self.clock()), None)
 
     def _journal_event(
         self, journal: InputJournal, event: ControllerEvent, origin: EventOrigin | None
@@ -471,9 +515,13 @@ class LaneService:
                     item.attempts,
                 )
             case UplinkChanged() if item.state is UplinkState.FAILED:
-                # Crossings would keep committing and nothing would be sent: restart instead.
-                logger.error("uplink failed: nothing is published any more; stopping for a restart")
-                self._uplink_failed = True
+                # Rebuilt in-process a few times; past that, crossings would keep committing and
+                # nothing would be sent: restart the agent instead.
+                if not self.delivery.uplink_failed():
+                    logger.error(
+                        "uplink failed: nothing is published any more; stopping for a restart"
+                    )
+                    self._exit_status = EXIT_UPLINK_FAILED
             case UplinkChanged():
                 logger.info("uplink %s", item.state.value)
             case None:

@@ -75,10 +75,13 @@ class StatusBoard:
         self._last_fault: Fault | None = None
         self._listeners: list[Callable[[], None]] = []
 
-    def contribute(self, name: str, provider: StatusProvider) -> None:
-        """Add a section whose content ``provider()`` returns each time the document is built."""
+    def contribute(self, name: str, provider: StatusProvider, *, replace: bool = False) -> None:
+        """Add a section whose content ``provider()`` returns each time the document is built.
+
+        ``replace``: take over a section already contributed (an uplink rebuilt in-process).
+        """
         with self._lock:
-            if name in self._sections or name in _RESERVED_SECTIONS:
+            if name in _RESERVED_SECTIONS or (name in self._sections and not replace):
                 raise SectionTakenError(name)
             self._sections[name] = provider
 

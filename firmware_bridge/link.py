@@ -508,6 +508,25 @@ class ControllerLink:
         finally:
             self._close_port()
             self._go_down(LinkDownReason.CLOSED, "link closed")
+            self._drop_orphans()
+
+    def _drop_orphans(self) -> None:
+        """At the end of the thread: orphans of a reboot the callback never took are lost.
+
+        Nobody will offer them again (the rebooted controller does not resend them), so they
+        count in ``events_lost`` like a gap a reboot leaves, and are logged.
+        """
+        if not self._orphans:
+            return
+        lost = len(self._orphans)
+        self._orphans.clear()
+        self._sequencer.events_lost += lost
+        logger.error(
+            "link %s: %d events of a previous controller boot were never taken by the callback "
+            "and are lost",
+            self.port,
+            lost,
+        )
 
     def _open(self, now: float) -> None:
         try:

@@ -24,12 +24,14 @@ import pytest
 
 from agent.cache import CredentialCache
 from agent.demo import demo_config, demo_records
-from agent.service import EXIT_UPLINK_FAILED, LaneService, UplinkChanged
+from agent.service import EXIT_LINK_FAILED, EXIT_UPLINK_FAILED, LaneService, UplinkChanged
 from agent.uplink import Topics, all_crossings_filter
+from agent.uplink.delivery import UPLINK_REBUILDS
 from agent.uplink.publisher import UplinkState
-from firmware_bridge.scenario import Scenario, generate_scenario, load_scenario
+from firmware_bridge.codec import Loop, TagRead
+from firmware_bridge.scenario import CardPass, Scenario, Vehicle, generate_scenario, load_scenario
 from firmware_bridge.simulator import ControllerSimulator
-from tests.support.broker import MosquittoBroker, Subscriber
+from tests.support.broker import MosquittoBroker, Subscriber, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((ROOT / "agent" / "schemas" / "crossing-event.v1.schema.json").read_text())
@@ -46,11 +48,21 @@ def validate(event: dict[str, Any]) -> None:
 class RunningLane:
     """The agent's service on a thread, wired to a simulator and a broker."""
 
-    def __init__(self, scenario: Scenario, workdir: Path, broker: MosquittoBroker) -> None:
-        with CredentialCache.open(workdir / "credentials.db") as cache:
-            cache.import_records(demo_records(), source="test")
-        self.simulator = ControllerSimulator(scenario, speed=SPEED)
-        self.simulator.start()
+    def __init__(
+        self,
+        scenario: Scenario,
+        workdir: Path,
+        broker: MosquittoBroker,
+        simulator: ControllerSimulator | None = None,
+    ) -> None:
+        """With ``simulator``: the next run of the agent, on the same controller and files."""
+        self.owns_simulator = simulator is None
+        if simulator is None:
+            with CredentialCache.open(workdir / "credentials.db") as cache:
+                cache.import_records(demo_records(), source="test")
+            simulator = ControllerSimulator(scenario, speed=SPEED)
+            simulator.start()
+        self.simulator = simulator
         self.config = demo_config(workdir, self.simulator.device_path, broker.port, SPEED)
         self.service = LaneService(self.config)
         self.stop = threading.Event()
@@ -65,7 +77,8 @@ class RunningLane:
     def close(self) -> None:
         self.stop.set()
         self.thread.join(15)
-        self.simulator.stop()
+        if self.owns_simulator:
+            self.simulator.stop()
         assert not self.thread.is_alive(), "service did not stop"
 
 
@@ -73,8 +86,8 @@ class RunningLane:
 def lane_factory(tmp_path: Path, mosquitto: MosquittoBroker) -> Iterator[Any]:
     lanes: list[RunningLane] = []
 
-    def start(scenario: Scenario) -> RunningLane:
-        lane = RunningLane(scenario, tmp_path, mosquitto)
+    def start(scenario: Scenario, simulator: ControllerSimulator | None = None) -> RunningLane:
+        lane = RunningLane(scenario, tmp_path, mosquitto, simulator)
         lanes.append(lane)
         return lane
 
@@ -173,13 +186,17 @@ def test_clean_stop_publishes_stopped_and_closes_the_open_crossing(
 def test_a_failed_uplink_stops_the_lane_with_a_non_zero_exit_so_systemd_restarts_it(
     lane_factory: Any, mosquitto: MosquittoBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """After FAILED nothing would be published again while crossings keep piling up: the
-    service stops cleanly (the open crossing is stored) and exits non-zero for a restart."""
+    """A failed uplink is rebuilt in-process a few times; past that nothing would be published
+    again while crossings keep piling up: the service stops and exits non-zero for a restart."""
     scenario = generate_scenario(1, KNOWN, seed=9, no_card_ratio=0.0)
     lane = lane_factory(scenario)
     caplog.set_level(logging.INFO)
     # What the uplink's state callback enqueues when its publisher thread dies.
     lane.service.inbox.put_nowait(UplinkChanged(UplinkState.FAILED))
+    wait_until(lambda: lane.service.delivery.uplink_rebuilds == 1, 10, "the uplink rebuilt")
+    assert lane.thread.is_alive(), "one failure restarted the whole agent"
+    for _ in range(UPLINK_REBUILDS):
+        lane.service.inbox.put_nowait(UplinkChanged(UplinkState.FAILED))
     lane.thread.join(15)
     assert not lane.thread.is_alive(), "the lane kept running without an uplink"
     assert lane.exit_code == EXIT_UPLINK_FAILED != 0
@@ -316,3 +333,68 @@ def test_no_card_number_or_holder_reference_is_logged_above_debug(
     assert "crossing seq=4" in above_debug
     assert not {s for s in secrets if s in above_debug}
     assert {s for s in secrets if s in debug}, "the check can see card numbers when they are logged"
+
+
+def vehicle_at_the_booth_acknowledged(simulator: ControllerSimulator) -> bool:
+    events = simulator.sent_events()
+    return (
+        any(isinstance(e, Loop) and e.occupied for e in events)
+        and sum(isinstance(e, TagRead) for e in events) >= 2
+        and not any(isinstance(e, Loop) and not e.occupied for e in events)
+        and simulator.unacknowledged == 0
+    )
+
+
+def test_a_restart_for_a_failed_uplink_keeps_the_vehicle_at_the_booth_one_crossing(
+    lane_factory: Any, mosquitto: MosquittoBroker
+) -> None:
+    """The exit for a restart must not close the vehicle at the booth (as SHUTDOWN): the
+    controller, same boot, still sends the rest of it, which would become a second crossing.
+    It stays in the input journal; the next run restores it and the departure closes it, with
+    every read."""
+    card = next(str(r["ref"]) for r in demo_records() if r["status"] == "ACTIVE")
+    reads = 8
+    scenario = Scenario(
+        name="restart with a vehicle at the booth",
+        vehicles=(Vehicle(dwell_s=40.0, gap_s=0.5, cards=(CardPass(epc=card, reads=reads),)),),
+        seed=3,
+    )
+    with Subscriber(mosquitto.host, mosquitto.port, all_crossings_filter()) as subscriber:
+        first = lane_factory(scenario)
+        assert first.simulator.wait_for(vehicle_at_the_booth_acknowledged, 10)
+        for _ in range(UPLINK_REBUILDS + 1):
+            first.service.inbox.put_nowait(UplinkChanged(UplinkState.FAILED))
+        first.thread.join(15)
+        assert first.exit_code == EXIT_UPLINK_FAILED
+        assert subscriber.barrier() == [], "the vehicle was closed by the stop"
+        second = lane_factory(scenario, first.simulator)
+        events = crossing_events(subscriber, 1)
+        assert second.simulator.wait_done(30)
+        assert len(subscriber.barrier()) == 1, "one crossing for one vehicle"
+    (event,) = events
+    assert (event["opened_by"], event["closed_by"], event["vehicle_detected"]) == (
+        "loop",
+        "departure",
+        True,
+    )
+    assert {c["ref"]: c["reads"] for c in event["cards"]} == {card: reads}
+
+
+def test_a_link_thread_that_ended_stops_the_lane_with_a_non_zero_exit(
+    lane_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without its link thread the lane hears nothing and its clock stands still: restart."""
+    scenario = generate_scenario(1, KNOWN, seed=9, no_card_ratio=0.0)
+    lane = lane_factory(scenario)
+    caplog.set_level(logging.INFO)
+    link = lane.service._link
+    assert link is not None
+    assert link.is_running
+    link.close()  # its thread ends, as it would on an unexpected error
+    lane.thread.join(15)
+    assert not lane.thread.is_alive(), "the lane kept running without its link thread"
+    assert lane.exit_code == EXIT_LINK_FAILED != 0
+    assert any(
+        r.levelno >= logging.ERROR and r.getMessage().startswith("controller link thread ended")
+        for r in caplog.records
+    )

@@ -22,7 +22,8 @@ A restart of the agent is not idle time: :class:`~agent.lane.events.Resumed` tel
 correlator when the agent is running again, and the time since its last input is taken out of
 every timer (the idle timeout and the longest stay of the open crossing, the straggler window of
 the crossings closed just before). The times a crossing reports are never shifted: only the
-deadlines move.
+deadlines move. When the controller restarted too (``Resumed.excise`` False) it lost what it
+had not delivered, so nothing is excised: the downtime is a plain advance of time.
 
 The correlator's state can be exported as plain JSON-compatible data and restored
 (:meth:`CrossingCorrelator.export_state`, :meth:`CrossingCorrelator.restore`): the agent's input
@@ -323,7 +324,7 @@ class CrossingCorrelator:
             # neither moves the clock nor counts as out of order.
             self._on_plate(event)
             return []
-        if isinstance(event, Resumed):
+        if isinstance(event, Resumed) and event.excise:
             self._resume(event.at)
             return []
         at = event.at
@@ -343,19 +344,20 @@ class CrossingCorrelator:
                 self._vision_fault = event.fault
                 if self._open is not None and event.fault is not None:
                     self._open.vision_faults.add(event.fault)
-            case Tick():
-                pass
+            case Tick() | Resumed():
+                pass  # a Resumed that excises nothing is a plain advance of time
         return closed
 
     def close_all(self, at: float) -> list[Crossing]:
-        """Close whatever is open (clean shutdown): nothing collected is lost."""
+        """Close whatever is open (clean shutdown): nothing collected is lost.
+
+        Its cards and plates count as just departed, like those of any close: the checkpoint
+        keeps them, so the vehicle's reads right after the next start are stragglers, not a
+        second crossing.
+        """
         if self._open is None:
             return []
-        crossing = self._open.close(max(at, self._open.opened_at), ClosedBy.SHUTDOWN)
-        self._open = None
-        self._last_closed_at = crossing.closed_at
-        self._closed_count += 1
-        return [crossing]
+        return [self._close(max(at, self._open.opened_at), ClosedBy.SHUTDOWN)]
 
     def _resume(self, at: float) -> None:
         """Take the downtime from the last input to ``at`` out of every timer.

@@ -77,9 +77,16 @@ class Resumed:
     new arrival time. That downtime is no time the lane was idle, so the correlator takes it out
     of its timers (idle timeout, longest stay, straggler window) instead of letting it close the
     vehicle that was at the booth.
+
+    That holds only while the controller kept its events: ``excise`` is False when it restarted
+    meanwhile (a new boot id; a power cut to the lane cabinet restarts both), because a rebooted
+    controller has lost what it had not delivered (PROTOCOL.md §5), the restored vehicle's loop
+    clear included. Then ``Resumed`` is a plain advance of time to ``at``, like a tick: the
+    restored crossing's timers run on the downtime and close it as they would have.
     """
 
     at: float
+    excise: bool = True
 
 
 LaneInput = TagRead | LoopChanged | Tick | PlateSeen | VisionChanged | Resumed

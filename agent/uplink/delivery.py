@@ -14,7 +14,13 @@ keeps the wiring of the fail-safe rules in one place:
   crossing's commit clears the inputs it consumed in the same transaction. When inputs cannot be
   journalled the lane keeps running on them from memory, with the ``journal_unavailable`` fault
   raised and the signal on ``MANUAL`` until inputs are journalled again and a checkpoint that
-  covers the ones it missed is stored (the service calls :meth:`Delivery.journal_recovered` then).
+  covers the ones it missed is stored (the service calls :meth:`Delivery.journal_recovered` then);
+* a publisher thread that failed (``UplinkState.FAILED``: a bug, or a row that trips one) is
+  rebuilt in-process on the same outbox after a back-off (1 s, doubling), up to
+  ``UPLINK_REBUILDS`` times within ``UPLINK_REBUILD_WINDOW_S``; past that
+  :meth:`Delivery.uplink_failed` says to give up and the service exits for systemd to restart the
+  agent. A restart reloads the credential cache and flaps the lane, so a failure that repeats at
+  every attempt (the same row each time) should not cost one every few seconds.
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ FAULT_OUTBOX_REPLACED = "outbox_replaced"
 FAULT_JOURNAL_UNAVAILABLE = "journal_unavailable"
 FAILSAFE_SIGNAL = SignalState.MANUAL
 NORMAL_SIGNAL = SignalState.OFF
+UPLINK_REBUILDS = 3
+"""In-process rebuilds of a failed uplink within ``UPLINK_REBUILD_WINDOW_S`` before giving up."""
+UPLINK_REBUILD_WINDOW_S = 600.0
+UPLINK_REBUILD_BACKOFF_S = 1.0
+"""Delay before the first rebuild; doubled for each further failure within the window."""
 
 
 class SignalSink(Protocol):
@@ -67,9 +78,17 @@ class Delivery:
         *,
         retry_interval_s: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
+        rebuild_uplink: Callable[[MqttUplink], MqttUplink] | None = None,
     ) -> None:
+        """``rebuild_uplink(failed)`` builds the replacement of a failed uplink (None: never)."""
         self.outbox = outbox
         self.uplink = uplink
+        self._rebuild_uplink = rebuild_uplink
+        self._monotonic = monotonic
+        self._uplink_failures: list[float] = []
+        self._uplink_rebuild_at: float | None = None
+        self.uplink_rebuilds = 0
+        """Failed uplinks replaced in-process since start."""
         self.board = board
         self.topics = topics
         self._signal: SignalSink | None = None
@@ -116,23 +135,27 @@ class Delivery:
         # The config checks that tls = true comes with all three files.
         if mqtt.tls and mqtt.ca_file and mqtt.cert_file and mqtt.key_file:
             tls = TlsFiles(mqtt.ca_file, mqtt.cert_file, mqtt.key_file)
-        uplink = MqttUplink(
-            outbox,
-            topics,
-            host=mqtt.host,
-            port=mqtt.port,
-            client_id=config.mqtt_client_id,
-            keepalive_s=mqtt.keepalive_s,
-            max_inflight=mqtt.max_inflight,
-            reconnect_min_s=mqtt.reconnect_min_s,
-            reconnect_max_s=mqtt.reconnect_max_s,
-            session_expiry_s=mqtt.session_expiry_s,
-            tls=tls,
-            status=board,
-            status_interval_s=mqtt.status_interval_s,
-            on_state_change=on_state_change,
-        )
-        return cls(outbox, uplink, board, topics)
+
+        def make_uplink(failed: MqttUplink | None = None) -> MqttUplink:
+            return MqttUplink(
+                outbox,
+                topics,
+                host=mqtt.host,
+                port=mqtt.port,
+                client_id=config.mqtt_client_id,
+                keepalive_s=mqtt.keepalive_s,
+                max_inflight=mqtt.max_inflight,
+                reconnect_min_s=mqtt.reconnect_min_s,
+                reconnect_max_s=mqtt.reconnect_max_s,
+                session_expiry_s=mqtt.session_expiry_s,
+                tls=tls,
+                status=board,
+                status_interval_s=mqtt.status_interval_s,
+                on_state_change=on_state_change,
+                replaces=failed,
+            )
+
+        return cls(outbox, make_uplink(), board, topics, rebuild_uplink=make_uplink)
 
     def attach_signal(self, signal: SignalSink) -> None:
         """The lane controller link that gets the fall-back signal (set before the first commit)."""
@@ -184,8 +207,45 @@ class Delivery:
         self._update_signal()
 
     def tick(self) -> None:
-        """From the engine loop: retry held crossings when due."""
+        """From the engine loop: retry held crossings, rebuild a failed uplink, when due."""
         self.committer.retry()
+        if self._uplink_rebuild_at is not None and self._monotonic() >= self._uplink_rebuild_at:
+            self._uplink_rebuild_at = None
+            self._replace_uplink()
+
+    def uplink_failed(self) -> bool:
+        """From the engine thread: the uplink reported FAILED. True: a rebuild is scheduled.
+
+        False once ``UPLINK_REBUILDS`` rebuilds within ``UPLINK_REBUILD_WINDOW_S`` did not help
+        (or nothing can rebuild it): the caller exits for a restart of the whole agent.
+        """
+        now = self._monotonic()
+        self._uplink_failures = [
+            at for at in self._uplink_failures if now - at < UPLINK_REBUILD_WINDOW_S
+        ]
+        self._uplink_failures.append(now)
+        failures = len(self._uplink_failures)
+        if self._rebuild_uplink is None or failures > UPLINK_REBUILDS:
+            return False
+        delay = UPLINK_REBUILD_BACKOFF_S * 2 ** (failures - 1)
+        log.error(
+            "uplink failed (%d of %d allowed within %.0f s); rebuilding it in %.0f s",
+            failures,
+            UPLINK_REBUILDS,
+            UPLINK_REBUILD_WINDOW_S,
+            delay,
+        )
+        self._uplink_rebuild_at = now + delay
+        return True
+
+    def _replace_uplink(self) -> None:
+        assert self._rebuild_uplink is not None
+        failed = self.uplink
+        failed.stop(timeout_s=0.0)  # its thread has ended; this only waits for that
+        self.uplink = self._rebuild_uplink(failed)
+        self.uplink.start()
+        self.uplink_rebuilds += 1
+        log.warning("uplink rebuilt on the same outbox; unsent rows go out again")
 
     def close(self, flush_s: float) -> None:
         """Last try for held crossings, flush the uplink for up to ``flush_s``, close the outbox."""

@@ -33,7 +33,9 @@ The time the agent was down is not idle time at the booth (the controller buffer
 not deliver): after a replay :class:`JournalledEngine` holds the engine's clock still
 (:meth:`JournalledEngine.now`) until a :class:`~agent.lane.events.Resumed` input, which the
 service journals when the link is up, ahead of the controller's resent events; the correlator
-takes the downtime out of its timers then, and a replay after another crash does the same.
+takes the downtime out of its timers then, and a replay after another crash does the same. If
+the controller came back with another boot id it lost what it held, so that ``Resumed`` (its
+``excise`` flag is journalled) takes nothing out: the downtime is a plain advance of time.
 
 Journal rows and checkpoints get the room of a crossing at the outbox's size cap (images and
 health rows are evicted for them). A row that cannot be decoded is skipped with an ERROR log and
@@ -276,7 +278,9 @@ def _encode(lane_input: JournalInput) -> tuple[str, str]:
             body = {"loop_id": lane_input.loop_id, "occupied": lane_input.occupied}
             return _KIND_LOOP, json.dumps(body)
         case Resumed():
-            return _KIND_RESUMED, "{}"
+            # The flag is in the row, so a replay after another crash excises exactly as the
+            # run that journalled it did.
+            return _KIND_RESUMED, json.dumps({"excise": lane_input.excise})
 
 
 def _decode(at: object, kind: str, body: str) -> JournalInput | None:
@@ -308,7 +312,8 @@ def _decode(at: object, kind: str, body: str) -> JournalInput | None:
             loop_id=_typed(fields["loop_id"], int, "loop_id"),
             occupied=_typed(fields["occupied"], bool, "occupied"),
         )
-    return Resumed(at=time)
+    # Rows journalled before the flag existed ("{}") excised the downtime.
+    return Resumed(at=time, excise=_typed(fields.get("excise", True), bool, "excise"))
 
 
 def _number(value: object, name: str) -> float:
@@ -387,10 +392,14 @@ class JournalledEngine:
             )
         for entry in entries:
             yield from self.handle(entry.input, entry.id)
-        # A lane that had seen inputs before the restart waits for the controller: until the
+        # A lane restored with a vehicle at the booth waits for the controller: until the
         # service journals and applies Resumed (when the link is up), the downtime is not idle
-        # time (see now()).
-        self.holding = self.engine.correlator.last_at is not None
+        # time (see now()). Without one there is nothing to continue, and the downtime is plain
+        # time: a card that left before the stop is not held as a straggler past its window
+        # (the same card's next crossing after a restart keeps its reads). The price, for a
+        # kill -9 right after a departure: a straggler read the controller resends after a
+        # restart longer than straggler_window_s opens a crossing of its own.
+        self.holding = self.engine.correlator.has_open_crossing
         if self.engine.closed_count < self.recovery.committed:
             # Rows the replay could not read: number on past every stored crossing, so that no
             # later crossing is taken for one stored before.
@@ -465,6 +474,11 @@ class JournalledEngine:
             # The service journals Resumed before the link's first event; without it the
             # downtime counts as idle time, as it did before restarts were excised.
             log.warning("input journal: a controller input came before the lane resumed")
+        elif not lane_input.excise:
+            log.warning(
+                "input journal: lane resumed after a controller restart; the controller lost "
+                "what it had not delivered, so the downtime counts as time at the booth"
+            )
         elif last_at is not None:
             log.info(
                 "input journal: lane resumed; %.1f s since its last input taken out of its timers",

@@ -156,6 +156,11 @@ _SELECT_PENDING_EXCLUDING_TOPICS = (
     " FROM outbox WHERE sent_at IS NULL AND topic NOT IN (SELECT value FROM json_each(?))"
     " AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY priority, id LIMIT ?"
 )
+_SELECT_PENDING_OF_PRIORITY = (
+    "SELECT id, stream, seq, topic, payload, qos, retain, priority, created_at, sent_at"
+    " FROM outbox WHERE sent_at IS NULL AND priority = ?"
+    " AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?"
+)
 _SELECT_PENDING_AFTER = (
     "SELECT id, stream, seq, topic, payload, qos, retain, priority, created_at, sent_at"
     " FROM outbox WHERE sent_at IS NULL AND (priority, id) > (?, ?) ORDER BY priority, id LIMIT ?"
@@ -670,6 +675,22 @@ class Outbox:
                 )
             else:
                 cursor = connection.execute(_SELECT_PENDING, (limit,))
+            return [_row_from_tuple(values) for values in cursor.fetchall()]
+
+    def pending_of_priority(
+        self, priority: int, limit: int, *, exclude_ids: Collection[int] = ()
+    ) -> list[OutboxRow]:
+        """Up to ``limit`` unsent rows of one ``priority``, in append order, but ``exclude_ids``.
+
+        For the publisher to pick up crossings appended while it has lower-priority rows read
+        ahead, without reading those again.
+        """
+        if limit <= 0:
+            return []
+        with self._reading() as connection:
+            cursor = connection.execute(
+                _SELECT_PENDING_OF_PRIORITY, (priority, _ids_json(exclude_ids), limit)
+            )
             return [_row_from_tuple(values) for values in cursor.fetchall()]
 
     def get(self, row_id: int) -> OutboxRow | None:

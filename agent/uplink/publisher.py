@@ -117,6 +117,7 @@ _HANDOFF_FACTOR = 10  # rows handed to paho per in-flight slot: paho pipelines t
 _TOP_UP_FRACTION = 0.5  # hand paho more rows once fewer than this share of the handoff is left
 _MISC_INTERVAL_S = 1.0  # paho's keepalive housekeeping (loop_misc), as often as loop_forever
 _PREFETCH_ROWS = 512  # pending rows read from SQLite at once, then published from memory
+_WAKE_CROSSING_ROWS = 64  # new crossings a wake puts ahead of the read-ahead; more: scan afresh
 _MARK_BATCH = 1024  # acknowledged rows marked sent in one transaction (one fsync)...
 _MARK_DELAY_S = 0.1  # ...or after this long: a crash in between only causes duplicates
 _STATUS_MIN_GAP_S = 0.5  # status changes closer together than this are published as one
@@ -190,6 +191,8 @@ class UplinkStats:
     """Rows made pending again after a reconnect because ingest had not confirmed them."""
     status_published: int
     """Status documents published."""
+    rows_read: int = 0
+    """Pending rows read from the outbox (payloads included), re-reads included."""
 
 
 def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
@@ -326,6 +329,7 @@ class _Counters:
     confirmed: int = 0
     requeued: int = 0
     status_published: int = 0
+    rows_read: int = 0
     connected_since: float | None = None
     last_connect_failure: str | None = None
     in_flight: int = 0
@@ -371,6 +375,7 @@ class MqttUplink:
         on_state_change: Callable[[UplinkState], None] | None = None,
         on_acknowledged: Callable[[OutboxRow], None] | None = None,
         rng: random.Random | None = None,
+        replaces: MqttUplink | None = None,
     ) -> None:
         """``reconnect_min_s``/``reconnect_max_s`` bound reconnect delays and refused-row retries.
 
@@ -379,7 +384,8 @@ class MqttUplink:
         ``notify()`` was missed. ``on_state_change`` is called from the publisher thread and must
         return quickly, as must ``on_acknowledged`` (called there for each row the broker accepted,
         as its PUBACK is processed). ``status`` (with ``status_interval_s``) turns on the status
-        topic.
+        topic. ``replaces`` is the failed uplink this one is rebuilt for, on the same outbox (it
+        takes over its status section; the failed one must have stopped).
         """
         if not host:
             raise ValueError("host must not be empty")
@@ -477,7 +483,8 @@ class MqttUplink:
         self._next_status_at = 0.0
         self._last_status_at = 0.0
         if status is not None:
-            status.contribute("uplink", self._status_section)
+            # A rebuild after a failure (``replaces``) takes over the failed uplink's section.
+            status.contribute("uplink", self._status_section, replace=replaces is not None)
             status.on_change(self._status_changed)
 
     # Public API, called from other threads --------------------------------------------------------
@@ -541,6 +548,7 @@ class MqttUplink:
                 confirmed=counters.confirmed,
                 requeued=counters.requeued,
                 status_published=counters.status_published,
+                rows_read=counters.rows_read,
             )
 
     def _wake(self) -> None:
@@ -558,6 +566,9 @@ class MqttUplink:
         self._wake()
 
     def _status_changed(self) -> None:
+        thread = self._thread
+        if thread is not None and not thread.is_alive():
+            return  # ended (a failed uplink that was replaced): nobody would take the event
         self._events.put(_StatusChanged())
         self._wake()
 
@@ -751,7 +762,7 @@ class MqttUplink:
                 if self._queue and self._queue[0].priority > PRIORITY_CROSSING:
                     # A crossing may just have been appended: it goes before the images or health
                     # rows read ahead, not behind all of them.
-                    self._drop_prefetched()
+                    self._take_new_crossings()
                 else:
                     self._rescan()
             case _StatusChanged():
@@ -1154,6 +1165,7 @@ class MqttUplink:
         except (OutboxError, sqlite3.Error) as error:
             self._storage_failed("reading pending rows", error)
             return
+        self._count_read(len(rows))
         if len(rows) < room:
             self._outbox_may_have_more = False
         for row in rows:
@@ -1175,6 +1187,7 @@ class MqttUplink:
                 except (OutboxError, sqlite3.Error) as error:
                     self._storage_failed("reading pending rows", error)
                     return
+                self._count_read(len(rows))
                 if len(rows) < _PREFETCH_ROWS:
                     self._outbox_may_have_more = False
                     self._scan_after = None
@@ -1292,6 +1305,31 @@ class MqttUplink:
         """Rows may have become pending anywhere in the outbox: the next read starts at the top."""
         self._outbox_may_have_more = True
         self._scan_after = None
+
+    def _take_new_crossings(self) -> None:
+        """Put crossings appended since the read-ahead at the front of the queue.
+
+        Only crossing rows are read (not the images or health rows already queued, payloads and
+        all); a burst too large for one read drops the read-ahead and scans afresh instead.
+        """
+        busy = self._busy_ids()
+        busy.extend(row.id for row in self._queue)
+        try:
+            rows = self._outbox.pending_of_priority(
+                PRIORITY_CROSSING, _WAKE_CROSSING_ROWS, exclude_ids=busy
+            )
+        except (OutboxError, sqlite3.Error) as error:
+            self._storage_failed("reading new crossings", error)
+            return
+        self._count_read(len(rows))
+        if len(rows) >= _WAKE_CROSSING_ROWS:
+            self._drop_prefetched()
+            return
+        self._queue.extendleft(reversed(rows))
+
+    def _count_read(self, rows: int) -> None:
+        with self._stats_lock:
+            self._counters.rows_read += rows
 
     def _drop_prefetched(self) -> None:
         """Forget rows read but not yet handed to paho; a fresh scan reads them again, in order."""

@@ -337,3 +337,70 @@ def test_a_vehicle_its_cards_announced_survives_a_restart_slower_than_the_idle_t
     assert summary == [("tag", "departure", True, {epc: early + later})]
     replays = [r for r in agents.log_records() if r["msg"].startswith("input journal: replaying")]
     assert replays, "the restart did not replay the journal"
+
+
+def test_a_controller_reboot_during_the_restart_gap_does_not_merge_the_next_vehicle(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """A power cut to the lane cabinet restarts the agent and the controller together. Cards of
+    vehicle A are read before it reaches the loop (its crossing is open, tag-opened); the agent
+    dies, the controller reboots with a new boot id and has lost whatever it held, and vehicle
+    B (another card) arrives after the agent is back. The gap may not be taken out of A's
+    timers then (no controller kept A's events): A closes by its idle timeout and B is a
+    crossing of its own, not merged into A."""
+    card_a, card_b = "E280116000000000000A0001", "E280116000000000000B0002"
+    early, later = 4, 5
+    scenario = Scenario(
+        name="controller reboot during the restart",
+        vehicles=(Vehicle(dwell_s=1.5, gap_s=7.0, cards=(CardPass(epc=card_b, reads=later),)),),
+        stray_reads=(StrayRead(at_s=0.5, card=CardPass(epc=card_a, reads=early), duration_s=0.5),),
+        seed=11,
+        controller_id="LANE-KILL",
+    )
+    simulator = ControllerSimulator(scenario, speed=1.0)
+    simulator.start()
+    agents = Agents(tmp_path, write_config(tmp_path, simulator.device_path, mosquitto.port))
+    try:
+        with Subscriber(mosquitto.host, mosquitto.port, TOPICS.crossing) as subscriber:
+            agents.start()
+            assert simulator.wait_for(
+                lambda sim: (
+                    sum(isinstance(e, TagRead) for e in sim.sent_events()) == early
+                    and sim.unacknowledged == 0
+                ),
+                10,
+            ), "the early reads were not all acknowledged"
+            assert not any(isinstance(e, Loop) for e in simulator.sent_events())
+            agents.kill()  # A's crossing is open, known only to the journal
+            old_boot = simulator.boot_id
+            simulator.reboot()  # the power cut: a new boot id
+            assert simulator.boot_id != old_boot
+            time.sleep(2.5 * IDLE_TIMEOUT_S)
+            agents.start()
+            acknowledged = simulator.wait_done(30)
+            deadline = time.monotonic() + 10.0
+            while len(distinct_events(subscriber.messages)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert agents.stop() == 0, agents.log_tail()
+            messages = subscriber.barrier()
+    finally:
+        agents.close()
+        simulator.stop()
+
+    assert acknowledged, "the controller still holds events the agent never acknowledged"
+    summary = sorted(
+        (
+            event["seq"],
+            event["opened_by"],
+            event["closed_by"],
+            event["vehicle_detected"],
+            {card["ref"]: card["reads"] for card in event["cards"]},
+        )
+        for event in distinct_events(messages).values()
+    )
+    assert summary == [
+        (1, "tag", "idle_timeout", False, {card_a: early}),
+        (2, "loop", "departure", True, {card_b: later}),
+    ]
+    resumed = [r for r in agents.log_records() if "after a controller restart" in r["msg"]]
+    assert resumed, "the restart did not notice the controller's new boot"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -586,3 +587,30 @@ def test_events_orphaned_by_a_reboot_are_kept_until_the_callback_takes_them(make
     finally:
         controller.close()
     assert taken == [(orphan, None), (after_reboot, EventOrigin(2, 1))]
+
+
+def test_orphans_the_callback_never_took_are_counted_lost_at_close(make_link, caplog):
+    """A closed link offers them to nobody again and the rebooted controller never resends
+    them: they must show in ``events_lost`` and in the log, not vanish."""
+    controller = RawController()
+
+    def on_event(event: ControllerEvent, origin: EventOrigin | None) -> None:
+        raise OSError("cannot store it now")
+
+    try:
+        link = make_link(controller.path, Collector(), on_event=on_event)
+        assert wait_until(lambda: link.stats().port_open)
+        controller.send(_hello(boot_id=1, resume_seq=0), 0)
+        assert wait_until(lambda: link.is_up)
+        controller.send(Loop(0, 1, occupied=True), 2)  # held behind the missing seq 1
+        controller.send(Loop(0, 1, occupied=False), 3)
+        assert wait_until(lambda: link._sequencer.held_count == 2)
+        controller.send(_hello(boot_id=2, resume_seq=0), 0)  # the reboot releases them
+        assert wait_until(lambda: link.stats().callback_errors >= 1)
+        lost_before = link.stats().events_lost
+        with caplog.at_level(logging.ERROR, logger="firmware_bridge.link"):
+            link.close()
+    finally:
+        controller.close()
+    assert link.stats().events_lost == lost_before + 2
+    assert any("never taken by the callback" in r.getMessage() for r in caplog.records)

@@ -231,6 +231,17 @@ def test_close_all_returns_the_open_crossing_as_shutdown() -> None:
     assert correlator.close_all(3) == []
 
 
+def test_the_cards_of_a_crossing_closed_at_shutdown_are_stragglers_right_after_it() -> None:
+    """As after any close: the vehicle's next reads within the straggler window open nothing."""
+    correlator = CrossingCorrelator(SETTINGS)
+    correlator.handle(arrive(0))
+    correlator.handle(read(1, CARD_C))
+    correlator.close_all(2)
+    assert correlator.handle(read(2 + SETTINGS.straggler_window_s / 2, CARD_C)) == []
+    assert not correlator.has_open_crossing
+    assert correlator.counters.straggler_reads == 1
+
+
 # --- properties over random lanes ---------------------------------------------------------
 
 _events = st.lists(

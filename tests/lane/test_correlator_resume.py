@@ -126,3 +126,23 @@ def test_a_state_written_before_pauses_existed_restores_with_none() -> None:
 def test_a_state_that_is_not_an_object_is_refused_with_value_error(state: object) -> None:
     with pytest.raises(ValueError, match="not an object"):
         CrossingCorrelator.restore(SETTINGS, state)  # type: ignore[arg-type]
+
+
+def test_a_resume_after_a_controller_reboot_excises_nothing_and_closes_what_timed_out() -> None:
+    """A rebooted controller lost what it held (the vehicle's departure among it): the downtime
+    is then a plain advance of time, and the next vehicle is not merged into the restored one."""
+    correlator = CrossingCorrelator(SETTINGS)
+    feed(correlator, read(1.0), read(1.4))
+    correlator = restarted(correlator)
+    closed = feed(correlator, Resumed(20.0, excise=False))
+    assert closed == [(OpenedBy.TAG, ClosedBy.IDLE_TIMEOUT, 1.0, 3.4, {CARD: (2, 1.0)})]
+    closed = feed(correlator, loop(20.6, True), read(20.7, OTHER), loop(22.0, False))
+    assert closed == [(OpenedBy.LOOP, ClosedBy.DEPARTURE, 20.6, 22.0, {OTHER: (1, 20.7)})]
+
+
+def test_a_resume_after_a_controller_reboot_closes_a_loop_vehicle_at_its_longest_stay() -> None:
+    correlator = CrossingCorrelator(SETTINGS)
+    feed(correlator, loop(1.0, True), read(1.2))
+    correlator = restarted(correlator)
+    closed = feed(correlator, Resumed(100.0, excise=False))
+    assert closed == [(OpenedBy.LOOP, ClosedBy.MAX_DURATION, 1.0, 31.0, {CARD: (1, 1.2)})]

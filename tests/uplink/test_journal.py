@@ -340,6 +340,25 @@ def test_a_straggler_read_stays_dropped_after_a_restart_and_leaves_the_journal(
     assert journal_rows(path) == 0
 
 
+def test_with_no_vehicle_at_the_booth_the_downtime_is_plain_time_for_the_straggler_window(
+    tmp_path: Path,
+) -> None:
+    """A card that left before the stop and comes back after the restart is a new crossing's.
+
+    Only a vehicle at the booth holds the lane's timers over the downtime; without one, the
+    departed card's straggler window runs out in real time.
+    """
+    path = tmp_path / "outbox.db"
+    lane = Lane(path)
+    lane.feed(arrive(1.0), read(1.5, CARD_A), depart(2.0))
+    lane.stop(2.1)
+    lane = Lane(path)
+    assert not lane.engine.holding
+    lane.feed(arrive(30.2), read(30.4, CARD_A), depart(31.0))  # no Resumed: nothing held
+    assert [s["cards"] for s in lane.stored()] == [{CARD_A: 1}, {CARD_A: 1}]
+    assert lane.engine.engine.correlator.counters.straggler_reads == 0
+
+
 def test_dropped_inputs_with_no_crossing_are_folded_away_by_an_idle_checkpoint(
     tmp_path: Path,
 ) -> None:
@@ -513,6 +532,23 @@ def test_the_downtime_a_resume_took_out_is_taken_out_again_by_the_replay_after_a
     assert [
         (s["cards"], s["opened_at"], s["opened_by"], s["closed_by"]) for s in lane.stored()
     ] == [({CARD_A: 2}, 1.0, "tag", "departure")]
+
+
+def test_the_excise_flag_of_a_resume_survives_the_journal(outbox: Outbox) -> None:
+    journal = InputJournal(outbox)
+    journal.append(Resumed(5.0, excise=False), None)
+    journal.append(Resumed(6.0), None)
+    # A row journalled before the flag existed excised the downtime.
+    outbox.transact(
+        lambda connection: connection.execute(
+            "INSERT INTO input_journal (at, kind, body) VALUES (7.0, 'resumed', '{}')"
+        )
+    )
+    assert [entry.input for entry in journal.recover().entries] == [
+        Resumed(5.0, excise=False),
+        Resumed(6.0, excise=True),
+        Resumed(7.0, excise=True),
+    ]
 
 
 def fill_with_crossing_rows(outbox: Outbox) -> int:

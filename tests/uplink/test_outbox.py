@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from agent.uplink.outbox import (
+    PRIORITY_CROSSING,
+    PRIORITY_IMAGE,
     SCHEMA_VERSION,
     Outbox,
     OutboxClosedError,
@@ -375,3 +377,19 @@ def test_a_row_repr_leaves_the_payload_out(tmp_path: Path) -> None:
     with Outbox(tmp_path / "outbox.db") as outbox:
         row = outbox.append(topic=TOPIC, build_payload=lambda seq: b"EPC 3034257BF7194E4000001A85")
     assert "3034257BF7194E4000001A85" not in repr(row)
+
+
+def test_pending_of_priority_reads_only_that_priority_in_append_order_minus_exclusions(
+    tmp_path: Path,
+) -> None:
+    with Outbox(tmp_path / "outbox.db") as box:
+        image = box.append(
+            topic="t/i", build_payload=lambda seq: b"i", stream="image", priority=PRIORITY_IMAGE
+        )
+        first = box.append(topic="t/c", build_payload=lambda seq: b"1")
+        second = box.append(topic="t/c", build_payload=lambda seq: b"2")
+        third = box.append(topic="t/c", build_payload=lambda seq: b"3")
+        rows = box.pending_of_priority(PRIORITY_CROSSING, 10, exclude_ids=[second.id])
+        assert [row.id for row in rows] == [first.id, third.id]
+        assert image.id not in [row.id for row in box.pending_of_priority(PRIORITY_CROSSING, 10)]
+        assert [row.id for row in box.pending_of_priority(PRIORITY_CROSSING, 1)] == [first.id]

@@ -515,8 +515,9 @@ def test_a_burst_of_crossings_during_a_backlog_sends_no_row_twice(
 def test_each_crossing_appended_during_an_image_backlog_goes_out_within_one_handoff(
     tmp_path: Path, mosquitto: MosquittoBroker, topics: Topics, make_uplink: UplinkFactory
 ) -> None:
-    """A notify drops the lower-priority rows read ahead, so a crossing waits only for what paho
-    already holds (max_inflight x 10 rows), not for a whole read batch as well."""
+    """A notify puts the new crossing ahead of the lower-priority rows read ahead, so it waits only
+    for what paho already holds (max_inflight x 10 rows), not for a whole read batch as well; and
+    the rows read ahead are not read again."""
     backlog, crossings, handoff = 8000, 6, 20 * 10
     with Outbox(tmp_path / "images.db", synchronous="NORMAL") as outbox:
         for _ in range(backlog):
@@ -537,6 +538,8 @@ def test_each_crossing_appended_during_an_image_backlog_goes_out_within_one_hand
                 uplink.notify()
             messages = subscriber.wait_for(backlog + crossings, timeout_s=30)
             uplink.stop(timeout_s=5)
+    # A wake reads the new crossing only, not the images read ahead again (up to 512 rows each).
+    assert uplink.stats().rows_read <= backlog + crossings + 100
     streams = [json.loads(message.payload).get("stream", "crossing") for message in messages]
     positions = [index for index, stream in enumerate(streams) if stream == "crossing"]
     assert len(positions) == crossings
