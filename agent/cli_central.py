@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import click
@@ -25,7 +25,7 @@ from agent.cache.bundle import (
     Kind,
     Scope,
     check_payload_digest,
-    delta_changes,
+    delta_batches,
     encode_record,
     payload_lines,
     read_header,
@@ -50,6 +50,7 @@ from agent.cache.trust import (
 EX_DATAERR = 65
 EX_NOINPUT = 66
 EX_UNAVAILABLE = 69
+EX_CONFIG = 78
 DEFAULT_EXPIRY_S = {
     Kind.SNAPSHOT: 7 * 86400,
     Kind.DELTA: 7 * 86400,
@@ -301,12 +302,13 @@ def bundle_verify(file: Path, trust_file: Path) -> None:
             check_payload_digest(stream, manifest)
             stream.seek(header.payload_offset)
             lines = payload_lines(stream, manifest)
+            consume: Iterable[object]
             if manifest.kind is Kind.SNAPSHOT:
                 consume = snapshot_rows(lines)
             elif manifest.kind is Kind.DELTA:
-                consume = delta_changes(lines)  # type: ignore[assignment]
+                consume = delta_batches(lines)
             else:
-                consume = revocation_refs(lines)  # type: ignore[assignment]
+                consume = revocation_refs(lines)
             for _ in consume:
                 pass
     except BundleRefusedError as err:
@@ -385,14 +387,14 @@ def import_bundle(file: Path, config_path: Path, db_path: Path | None) -> int:
         config = load_config(config_path)
     except ConfigError as err:
         click.echo(f"error: {err}", err=True)
-        return 78
+        return EX_CONFIG
     trust_file = config.cache.trust_file
     if trust_file is None:
         click.echo(
             f"error: {config_path}: cache.trust_file is not set; a bundle cannot be verified",
             err=True,
         )
-        return 78
+        return EX_CONFIG
     try:
         trust = TrustStore.load(trust_file)
         installer = CacheInstaller(
@@ -405,7 +407,7 @@ def import_bundle(file: Path, config_path: Path, db_path: Path | None) -> int:
         report = installer.install_file(file)
     except TrustError as err:
         click.echo(f"error: {err}", err=True)
-        return 78
+        return EX_CONFIG
     except BundleRefusedError as err:
         click.echo(f"error: {file}: {err}; the cache is unchanged", err=True)
         return EX_DATAERR

@@ -111,6 +111,16 @@ class Timed:
         return self
 
 
+def pipelined_client(client_id: str) -> mqtt.Client:
+    """A raw paho MQTT v5 client with the uplink's in-flight window and no queue limit."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+    )
+    client.max_inflight_messages_set(MAX_INFLIGHT)
+    client.max_queued_messages_set(0)
+    return client
+
+
 def raw_paho(broker: MosquittoBroker, count: int) -> Timed:
     """Raw paho publishing ``count`` QoS 1 messages until every PUBACK, loop on paho's thread."""
     done = threading.Event()
@@ -121,11 +131,7 @@ def raw_paho(broker: MosquittoBroker, count: int) -> Timed:
         if acked[0] == count:
             done.set()
 
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id="bench-raw", protocol=MQTTProtocolVersion.MQTTv5
-    )
-    client.max_inflight_messages_set(MAX_INFLIGHT)
-    client.max_queued_messages_set(0)
+    client = pipelined_client("bench-raw")
     client.on_publish = on_publish
     connected = threading.Event()
     client.on_connect = lambda *_args: connected.set()
@@ -160,11 +166,7 @@ def raw_paho_one_thread(broker: MosquittoBroker, count: int) -> Timed:
     def on_connect(*_args: object) -> None:
         connected[0] = True
 
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id="bench-raw-1t", protocol=MQTTProtocolVersion.MQTTv5
-    )
-    client.max_inflight_messages_set(MAX_INFLIGHT)
-    client.max_queued_messages_set(0)
+    client = pipelined_client("bench-raw-1t")
     client.on_publish = on_publish
     client.on_connect = on_connect
     client.on_socket_register_write = lambda *_args: None

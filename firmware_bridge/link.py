@@ -325,8 +325,8 @@ class ControllerLink:
     ``on_event``, when given, receives the controller's TAG_READ, LOOP and FAULT events instead
     of ``on_message``, each with its :class:`EventOrigin` (None for events released by a
     controller reboot, which the controller never resends: the link keeps those and offers them
-    again until the callback takes them, ahead of the new boot's events). ``resume`` is the origin of the last
-    event a previous run took (see :class:`EventSequencer`).
+    again until the callback takes them, ahead of the new boot's events). ``resume`` is the
+    origin of the last event a previous run took (see :class:`EventSequencer`).
     """
 
     def __init__(

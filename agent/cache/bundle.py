@@ -249,7 +249,7 @@ def _epoch(value: object, name: str) -> int:
 
 
 def _iso(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return records.format_timestamp(datetime.fromtimestamp(epoch, UTC))
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
@@ -524,27 +524,6 @@ def snapshot_chunks(lines: Iterable[str], chunk_rows: int = 1024) -> Iterator[li
         yield chunk
 
 
-@dataclass(frozen=True, slots=True)
-class DeltaChange:
-    """One line of a delta: a row to insert or replace, or a ref to delete."""
-
-    key: bytes
-    row: StorageRow | None
-
-
-def delta_changes(lines: Iterable[str]) -> Iterator[DeltaChange]:
-    """Decode delta lines one change at a time (``bundle verify``); each ref may appear once.
-
-    Within a batch the upserts come before the deletions; a ref appears once, so the order of
-    changes does not matter.
-    """
-    for upserts, deletes in delta_batches(lines):
-        for row in upserts:
-            yield DeltaChange(row[0], row)
-        for (key,) in deletes:
-            yield DeltaChange(key, None)
-
-
 def delta_batches(
     lines: Iterable[str], batch_rows: int = DELTA_BATCH_ROWS
 ) -> Iterator[tuple[list[StorageRow], list[tuple[bytes]]]]:
@@ -552,7 +531,7 @@ def delta_batches(
 
     Each ref may appear once in a delta. Batches are what the installer hands to
     ``executemany``: the per-line work stays one regex match and one tuple. Decoding one change
-    at a time into a dataclass, as :func:`delta_changes` does, took about twice as long.
+    at a time into a dataclass took about twice as long.
     """
     seen: set[bytes] = set()
     upserts: list[StorageRow] = []

@@ -39,6 +39,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.cache.bundle import BundleRefusedError, Kind, RefusalReason
 from agent.cache.install import CacheInstaller, CacheState
+from agent.cache.records import format_timestamp
 from agent.cache.store import CacheError, CredentialCache
 from agent.uplink.topics import cache_resync_topic, cache_update_kind, cache_updates_filter
 
@@ -290,7 +291,7 @@ class CacheUpdates:
             "revocation_serial": state.revocation_serial,
             "reason": err.reason.value,
             "detail": err.detail,
-            "requested_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "requested_at": format_timestamp(datetime.now(UTC)),
         }
         self._client.publish(self._resync_topic, json.dumps(payload, sort_keys=True), qos=1)
         self._resyncs += 1

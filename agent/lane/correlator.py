@@ -46,7 +46,6 @@ from agent.lane.events import (
     PlateSeen,
     Resumed,
     TagRead,
-    Tick,
     VisionChanged,
     VisionFault,
 )
@@ -334,6 +333,8 @@ class CrossingCorrelator:
             self.counters.out_of_order_events += 1
             at = self._last_at
         self._last_at = at
+        # Expiry is the whole effect of a Tick, and of a Resumed that excises nothing: both
+        # only advance time.
         closed = self._expire(at)
         match event:
             case TagRead():
@@ -344,8 +345,6 @@ class CrossingCorrelator:
                 self._vision_fault = event.fault
                 if self._open is not None and event.fault is not None:
                     self._open.vision_faults.add(event.fault)
-            case Tick() | Resumed():
-                pass  # a Resumed that excises nothing is a plain advance of time
         return closed
 
     def close_all(self, at: float) -> list[Crossing]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent.lane.correlator import CorrelationSettings, CrossingCorrelator
+from agent.lane.correlator import CorrelationSettings, Crossing, CrossingCorrelator
 from agent.lane.credentials import Credential
 from agent.lane.events import LaneInput
 from agent.lane.policy import Decision, LanePolicy, decide
@@ -47,10 +47,7 @@ class LaneEngine:
 
     def handle(self, event: LaneInput) -> list[Decision]:
         """Apply one input; decide every crossing it closed."""
-        return [
-            decide(c, self._lookup, self.policy, self._cache_fresh_at())
-            for c in self.correlator.handle(event)
-        ]
+        return self._decide(self.correlator.handle(event))
 
     @property
     def closed_count(self) -> int:
@@ -63,7 +60,7 @@ class LaneEngine:
 
     def shutdown(self, at: float) -> list[Decision]:
         """Close and decide whatever is open, so a clean stop loses no vehicle."""
-        return [
-            decide(c, self._lookup, self.policy, self._cache_fresh_at())
-            for c in self.correlator.close_all(at)
-        ]
+        return self._decide(self.correlator.close_all(at))
+
+    def _decide(self, crossings: list[Crossing]) -> list[Decision]:
+        return [decide(c, self._lookup, self.policy, self._cache_fresh_at()) for c in crossings]

@@ -29,7 +29,6 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.config import AgentConfig
@@ -61,11 +60,6 @@ class SignalSink(Protocol):
     def set_signal(self, state: SignalState) -> None: ...
 
 
-@dataclass(slots=True)
-class _SignalState:
-    requested: SignalState | None = None
-
-
 class Delivery:
     """Outbox + MQTT uplink + fail-safe committer + status board for one lane."""
 
@@ -92,7 +86,7 @@ class Delivery:
         self.board = board
         self.topics = topics
         self._signal: SignalSink | None = None
-        self._signal_state = _SignalState()
+        self._requested_signal: SignalState | None = None
         self.journal = InputJournal(outbox)
         self._journal_failing = False
         self.committer = CrossingCommitter(
@@ -284,13 +278,13 @@ class Delivery:
         """MANUAL while crossings are held or inputs are not journalled; OFF once neither is."""
         failing = self.committer.faulted or self._journal_failing
         wanted = FAILSAFE_SIGNAL if failing else NORMAL_SIGNAL
-        requested = self._signal_state.requested
+        requested = self._requested_signal
         if wanted == requested or (requested is None and not failing):
             return
         self._set_signal(wanted)
 
     def _set_signal(self, state: SignalState) -> None:
-        self._signal_state.requested = state
+        self._requested_signal = state
         if self._signal is None:
             log.error("no lane controller to show %s on", state.name)
             return
@@ -304,7 +298,7 @@ class Delivery:
 
     def _outbox_section(self) -> Mapping[str, Any]:
         stats = self.outbox.stats()
-        requested = self._signal_state.requested
+        requested = self._requested_signal
         return {
             "depth": stats.depth,
             "oldest_unsent_age_s": (

@@ -89,13 +89,7 @@ class CrossingCommitter:
             self.retry()
             return None
         try:
-            row = self._outbox.append(
-                topic=record.topic,
-                build_payload=record.build_payload,
-                stream=record.stream,
-                priority=record.priority,
-                in_transaction=record.in_transaction,
-            )
+            row = self._append(record)
         except OutboxFullError as error:
             self._held.append(record)
             self.held_total += 1
@@ -111,13 +105,7 @@ class CrossingCommitter:
         while self._held:
             record = self._held[0]
             try:
-                row = self._outbox.append(
-                    topic=record.topic,
-                    build_payload=record.build_payload,
-                    stream=record.stream,
-                    priority=record.priority,
-                    in_transaction=record.in_transaction,
-                )
+                row = self._append(record)
             except OutboxFullError as error:
                 self._failed(error)
                 return
@@ -131,6 +119,15 @@ class CrossingCommitter:
     def _stored(self, row: OutboxRow) -> None:
         self.stored += 1
         self._on_stored(row)
+
+    def _append(self, record: PendingRecord) -> OutboxRow:
+        return self._outbox.append(
+            topic=record.topic,
+            build_payload=record.build_payload,
+            stream=record.stream,
+            priority=record.priority,
+            in_transaction=record.in_transaction,
+        )
 
     def _failed(self, error: OutboxFullError) -> None:
         self._next_retry_at = self._monotonic() + self._retry_interval_s

@@ -458,14 +458,7 @@ class JournalledEngine:
         """
         if held or self.applied_through <= self.checkpointed_through:
             return False
-        checkpoint = Checkpoint(self.applied_through, self.engine.export_state())
-        try:
-            self.journal.checkpoint(checkpoint)
-        except JournalError as error:
-            log.warning("input journal: checkpoint not stored (%s); retried later", error.detail)
-            return False
-        self.checkpointed_through = checkpoint.through_id
-        return True
+        return self._store_checkpoint()
 
     def _end_hold(self, lane_input: TagRead | LoopChanged | Resumed) -> None:
         self.holding = False
@@ -496,8 +489,13 @@ class JournalledEngine:
         """
         if not self.memory_only:
             return True
-        if held:
+        if held or not self._store_checkpoint():
             return False
+        self.memory_only = False
+        return True
+
+    def _store_checkpoint(self) -> bool:
+        """Checkpoint every input applied; a failure is logged and returns False."""
         checkpoint = Checkpoint(self.applied_through, self.engine.export_state())
         try:
             self.journal.checkpoint(checkpoint)
@@ -505,7 +503,6 @@ class JournalledEngine:
             log.warning("input journal: checkpoint not stored (%s); retried later", error.detail)
             return False
         self.checkpointed_through = checkpoint.through_id
-        self.memory_only = False
         return True
 
     def _numbered(self, before: int, decisions: list[Decision]) -> list[ClosedCrossing]:

@@ -12,6 +12,7 @@ import pytest
 
 from agent.cache import CredentialCache
 from agent.cache.records import FIELDS
+from tests.cache.kit import Central
 
 GOOD_REF = "E2801160600002084F5A3B11"
 OTHER_REF = "E2801160600002084F5A3B22"
@@ -68,3 +69,11 @@ def cache_path(tmp_path: Path) -> Path:
 def cache(cache_path: Path) -> Iterator[CredentialCache]:
     with CredentialCache.open(cache_path) as opened:
         yield opened
+
+
+@pytest.fixture
+def central(tmp_path: Path) -> Central:
+    """Central's keys with its 2-of-3 trust file written in ``tmp_path``."""
+    made = Central(tmp_path)
+    made.write_trust()
+    return made

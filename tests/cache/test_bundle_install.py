@@ -20,18 +20,6 @@ from tests.cache.kit import Central, installer_for, record_line, ref
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> Central:
-    made = Central(tmp_path)
-    made.write_trust()
-    return made
-
-
-@pytest.fixture
-def cache_path(tmp_path: Path) -> Path:
-    return tmp_path / "credentials.db"
-
-
-@pytest.fixture
 def installer(cache_path: Path, central: Central) -> CacheInstaller:
     return installer_for(cache_path, central)
 

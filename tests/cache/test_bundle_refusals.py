@@ -29,13 +29,6 @@ Case = Callable[[Central], bytes]
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> Central:
-    made = Central(tmp_path)
-    made.write_trust()
-    return made
-
-
-@pytest.fixture
 def installer(tmp_path: Path, central: Central) -> CacheInstaller:
     installer = installer_for(tmp_path / "credentials.db", central)
     installer.install_bytes(

@@ -53,6 +53,16 @@ def build(keys_dir: Path, *args: str, signers: str = "ab") -> Result:
     return run("bundle", "build", "--port", PORT, *keys, *args)
 
 
+def build_snapshot(
+    keys_dir: Path, records: Path, out: Path, *, version: int = 1, signers: str = "ab"
+) -> Result:
+    return build(
+        keys_dir,
+        "--kind", "snapshot", "--version", str(version), "--input", str(records), "--out", str(out),
+        signers=signers,
+    )  # fmt: skip
+
+
 def test_keys_generate_writes_a_private_key_only_its_owner_can_read(keys_dir: Path) -> None:
     assert stat.S_IMODE((keys_dir / "a.key").stat().st_mode) == 0o600
     public = json.loads((keys_dir / "a.pub").read_text())
@@ -76,9 +86,7 @@ def test_built_snapshot_verifies_and_imports_through_cache_import(
         ],
     )
     out = keys_dir / "s.bundle"
-    built = build(
-        keys_dir, "--kind", "snapshot", "--version", "3", "--input", str(records), "--out", str(out)
-    )
+    built = build_snapshot(keys_dir, records, out, version=3)
     assert built.exit_code == 0, built.output
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     verified = run("bundle", "verify", str(out), "--trust-file", str(keys_dir / "trust.json"))
@@ -102,21 +110,7 @@ def test_cache_import_of_an_under_signed_bundle_exits_65_and_says_the_cache_is_u
 ) -> None:
     records = write_ndjson(keys_dir / "r.ndjson", [valid_record()])
     out = keys_dir / "s.bundle"
-    assert (
-        build(
-            keys_dir,
-            "--kind",
-            "snapshot",
-            "--version",
-            "1",
-            "--input",
-            str(records),
-            "--out",
-            str(out),
-            signers="a",
-        ).exit_code
-        == 0
-    )
+    assert build_snapshot(keys_dir, records, out, signers="a").exit_code == 0
     result = CliRunner().invoke(main, ["cache", "import", str(out), "--config", str(config_path)])
     assert result.exit_code == 65
     assert result.output == (
@@ -129,9 +123,7 @@ def test_cache_import_of_an_under_signed_bundle_exits_65_and_says_the_cache_is_u
 def test_bundle_build_refuses_invalid_records_and_writes_nothing(keys_dir: Path) -> None:
     records = write_ndjson(keys_dir / "bad.ndjson", [valid_record(holder_ref="Jane Doe")])
     out = keys_dir / "s.bundle"
-    result = build(
-        keys_dir, "--kind", "snapshot", "--version", "1", "--input", str(records), "--out", str(out)
-    )
+    result = build_snapshot(keys_dir, records, out)
     assert result.exit_code == 65
     assert f"{records}:1: holder_ref: 'Jane Doe':" in result.output
     assert not out.exists()
@@ -140,20 +132,7 @@ def test_bundle_build_refuses_invalid_records_and_writes_nothing(keys_dir: Path)
 def test_bundle_verify_reports_a_tampered_bundle(keys_dir: Path) -> None:
     records = write_ndjson(keys_dir / "r.ndjson", [valid_record()])
     out = keys_dir / "s.bundle"
-    assert (
-        build(
-            keys_dir,
-            "--kind",
-            "snapshot",
-            "--version",
-            "1",
-            "--input",
-            str(records),
-            "--out",
-            str(out),
-        ).exit_code
-        == 0
-    )
+    assert build_snapshot(keys_dir, records, out).exit_code == 0
     data = bytearray(out.read_bytes())
     data[-3] ^= 0xFF
     out.write_bytes(bytes(data))

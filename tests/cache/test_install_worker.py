@@ -17,13 +17,6 @@ from tests.cache.kit import LANE, PORT, Central, fingerprint, installer_for, rec
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> Central:
-    made = Central(tmp_path)
-    made.write_trust()
-    return made
-
-
-@pytest.fixture
 def cache_path(tmp_path: Path, central: Central) -> Path:
     """A lane cache at snapshot 1 with records 1-100."""
     path = tmp_path / "credentials.db"

@@ -97,13 +97,6 @@ def room_to_lock() -> None:
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> Central:
-    made = Central(tmp_path)
-    made.write_trust()
-    return made
-
-
-@pytest.fixture
 def cache_path(tmp_path: Path, central: Central) -> Path:
     path = tmp_path / "credentials.db"
     installer_for(path, central).install_bytes(

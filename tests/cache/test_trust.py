@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -18,13 +17,6 @@ from agent.cache.trust import (
     verify_trust_update,
 )
 from tests.cache.kit import Central
-
-
-@pytest.fixture
-def central(tmp_path: Path) -> Central:
-    made = Central(tmp_path)
-    made.write_trust()
-    return made
 
 
 def test_trust_file_loads_keys_threshold_and_revocation(central: Central) -> None:

@@ -278,6 +278,22 @@ IDLE_TIMEOUT_S = 2.0
 """``lane.correlation.idle_timeout_s`` in :func:`write_config`."""
 
 
+def start_until_the_early_reads_are_acknowledged(
+    agents: Agents, simulator: ControllerSimulator, early: int
+) -> None:
+    """Start the agent and wait until it has acknowledged the ``early`` stray reads that come
+    before any vehicle reaches the loop."""
+    agents.start()
+    assert simulator.wait_for(
+        lambda sim: (
+            sum(isinstance(e, TagRead) for e in sim.sent_events()) == early
+            and sim.unacknowledged == 0
+        ),
+        10,
+    ), "the early reads were not all acknowledged"
+    assert not any(isinstance(e, Loop) for e in simulator.sent_events())
+
+
 def test_a_vehicle_its_cards_announced_survives_a_restart_slower_than_the_idle_timeout(
     tmp_path: Path, mosquitto: MosquittoBroker
 ) -> None:
@@ -301,15 +317,7 @@ def test_a_vehicle_its_cards_announced_survives_a_restart_slower_than_the_idle_t
     agents = Agents(tmp_path, write_config(tmp_path, simulator.device_path, mosquitto.port))
     try:
         with Subscriber(mosquitto.host, mosquitto.port, TOPICS.crossing) as subscriber:
-            agents.start()
-            assert simulator.wait_for(
-                lambda sim: (
-                    sum(isinstance(e, TagRead) for e in sim.sent_events()) == early
-                    and sim.unacknowledged == 0
-                ),
-                10,
-            ), "the early reads were not all acknowledged"
-            assert not any(isinstance(e, Loop) for e in simulator.sent_events())
+            start_until_the_early_reads_are_acknowledged(agents, simulator, early)
             agents.kill()  # the crossing is open, opened by the reads, known only to the journal
             time.sleep(2.5 * IDLE_TIMEOUT_S)  # the vehicle reaches the loop meanwhile
             agents.start()
@@ -362,15 +370,7 @@ def test_a_controller_reboot_during_the_restart_gap_does_not_merge_the_next_vehi
     agents = Agents(tmp_path, write_config(tmp_path, simulator.device_path, mosquitto.port))
     try:
         with Subscriber(mosquitto.host, mosquitto.port, TOPICS.crossing) as subscriber:
-            agents.start()
-            assert simulator.wait_for(
-                lambda sim: (
-                    sum(isinstance(e, TagRead) for e in sim.sent_events()) == early
-                    and sim.unacknowledged == 0
-                ),
-                10,
-            ), "the early reads were not all acknowledged"
-            assert not any(isinstance(e, Loop) for e in simulator.sent_events())
+            start_until_the_early_reads_are_acknowledged(agents, simulator, early)
             agents.kill()  # A's crossing is open, known only to the journal
             old_boot = simulator.boot_id
             simulator.reboot()  # the power cut: a new boot id

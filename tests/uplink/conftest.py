@@ -13,6 +13,8 @@ import pytest
 from agent.uplink.outbox import Outbox, OutboxRow
 from agent.uplink.publisher import MqttUplink, UplinkState
 from agent.uplink.topics import Topics
+from firmware_bridge.scenario import Scenario
+from firmware_bridge.simulator import ControllerSimulator
 
 FAST_RECONNECT: dict[str, Any] = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.5}
 
@@ -91,3 +93,13 @@ def make_uplink(outbox: Outbox, topics: Topics) -> Iterator[UplinkFactory]:
     yield make
     for uplink in made:
         uplink.stop(timeout_s=2.0)
+
+
+@pytest.fixture
+def simulator() -> Iterator[ControllerSimulator]:
+    """A controller on a pty with no vehicles, quick to resend and to send heartbeats."""
+    quiet = Scenario(name="no vehicles", vehicles=())
+    running = ControllerSimulator(quiet, resend_timeout_s=0.03, heartbeat_interval_s=0.1)
+    running.start()
+    yield running
+    running.stop()

@@ -20,22 +20,12 @@ from agent.uplink.publisher import MqttUplink
 from agent.uplink.topics import Topics
 from firmware_bridge.codec import SignalState
 from firmware_bridge.link import ControllerLink, LinkMessage
-from firmware_bridge.scenario import Scenario
 from firmware_bridge.simulator import ControllerSimulator
 from tests.support.broker import free_port, wait_until
 
 TOPICS = Topics("lane-agent/v1", "port-7", "lane-3")
 CAP = 128 * 1024
 WAIT_S = 5.0
-
-
-@pytest.fixture
-def simulator() -> Iterator[ControllerSimulator]:
-    quiet = Scenario(name="no vehicles", vehicles=())
-    running = ControllerSimulator(quiet, resend_timeout_s=0.03, heartbeat_interval_s=0.1)
-    running.start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture

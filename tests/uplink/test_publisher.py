@@ -36,6 +36,17 @@ def first_occurrences(numbers: list[int]) -> list[int]:
     return list(dict.fromkeys(numbers))
 
 
+def append_backlog(outbox: Outbox, topics: Topics, count: int, stream: str, priority: int) -> None:
+    """``count`` rows of a lower-priority ``stream``, each payload naming its seq and stream."""
+    for _ in range(count):
+        outbox.append(
+            topic=topics.crossing,
+            build_payload=lambda seq: json.dumps({"seq": seq, "stream": stream}).encode(),
+            stream=stream,
+            priority=priority,
+        )
+
+
 def test_rows_arrive_exactly_once_each_in_outbox_order_and_are_marked_sent(
     mosquitto: MosquittoBroker, outbox: Outbox, topics: Topics, make_uplink: UplinkFactory
 ) -> None:
@@ -214,13 +225,7 @@ def test_a_crossing_appended_while_a_lower_priority_backlog_drains_overtakes_the
     meanwhile sits before that point and must not wait for the scan to finish."""
     backlog = 6000
     with Outbox(tmp_path / "backlog.db", synchronous="NORMAL") as outbox:  # quick to fill
-        for _ in range(backlog):
-            outbox.append(
-                topic=topics.crossing,
-                build_payload=lambda seq: json.dumps({"seq": seq, "stream": "health"}).encode(),
-                stream="health",
-                priority=PRIORITY_HEALTH,
-            )
+        append_backlog(outbox, topics, backlog, "health", PRIORITY_HEALTH)
         uplink, _ = make_uplink(mosquitto.host, mosquitto.port, outbox=outbox)
         with Subscriber(mosquitto.host, mosquitto.port, topics.crossing) as subscriber:
             uplink.start()
@@ -486,13 +491,7 @@ def test_a_burst_of_crossings_during_a_backlog_sends_no_row_twice(
     reads them continues into the health rows, and must skip those in flight or being marked."""
     backlog, burst = 6000, 700
     with Outbox(tmp_path / "burst.db", synchronous="NORMAL") as outbox:
-        for _ in range(backlog):
-            outbox.append(
-                topic=topics.crossing,
-                build_payload=lambda seq: json.dumps({"seq": seq, "stream": "health"}).encode(),
-                stream="health",
-                priority=PRIORITY_HEALTH,
-            )
+        append_backlog(outbox, topics, backlog, "health", PRIORITY_HEALTH)
         uplink, _ = make_uplink(mosquitto.host, mosquitto.port, outbox=outbox)
         with Subscriber(mosquitto.host, mosquitto.port, topics.crossing) as subscriber:
             uplink.start()
@@ -520,13 +519,7 @@ def test_each_crossing_appended_during_an_image_backlog_goes_out_within_one_hand
     the rows read ahead are not read again."""
     backlog, crossings, handoff = 8000, 6, 20 * 10
     with Outbox(tmp_path / "images.db", synchronous="NORMAL") as outbox:
-        for _ in range(backlog):
-            outbox.append(
-                topic=topics.crossing,
-                build_payload=lambda seq: json.dumps({"seq": seq, "stream": "image"}).encode(),
-                stream="image",
-                priority=PRIORITY_IMAGE,
-            )
+        append_backlog(outbox, topics, backlog, "image", PRIORITY_IMAGE)
         uplink, _ = make_uplink(mosquitto.host, mosquitto.port, outbox=outbox, max_inflight=20)
         published_at_notify: list[int] = []
         with Subscriber(mosquitto.host, mosquitto.port, topics.crossing) as subscriber:
