@@ -403,6 +403,7 @@ def import_bundle(file: Path, config_path: Path, db_path: Path | None) -> int:
             port_id=config.lane.port_id,
             lane_id=config.lane.lane_id,
             limits=BundleLimits(config.cache.max_snapshot_bytes, config.cache.max_update_bytes),
+            worker_nice=config.cache.install_nice,
         )
         report = installer.install_file(file)
     except TrustError as err:

@@ -31,6 +31,8 @@ and writes under the file lock; SQLite's WAL lets it commit while the lane's con
 reading. The agent only waits on a pipe, then counts, logs and calls ``on_swap``. The child runs
 ``worker_nice`` below the agent (a lookup the lane waits on wins a shared core), reads the file
 through a memory map, and folds the WAL back only after the commit has made the change visible.
+A snapshot's records are decoded by a process the child forks (:mod:`agent.cache.decoder`), so
+decoding and inserting run on two cores.
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ from agent.cache.bundle import (
     payload_lines,
     read_header,
     revocation_refs,
-    snapshot_chunks,
 )
+from agent.cache.decoder import snapshot_rows_decoded
+from agent.cache.records import StorageRow
 from agent.cache.store import (
     _UPSERT_SQL,
     FILE_MODE,
@@ -449,9 +452,10 @@ class CacheInstaller:
     ) -> tuple[int, int, float]:
         """Apply the payload; (records, rows changed, monotonic time it became visible)."""
         manifest = header.manifest
-        lines = payload_lines(stream, manifest)
         if manifest.kind is Kind.SNAPSHOT:
-            return (*self._install_snapshot(manifest, lines, source), time.monotonic())
+            rows = snapshot_rows_decoded(stream, manifest)
+            return (*self._install_snapshot(manifest, rows, source), time.monotonic())
+        lines = payload_lines(stream, manifest)
         with _open_in_force(self.path) as connection:
             connection.execute(_CREATE_REVOCATION)
             # The WAL is folded back after the commit, explicitly: an automatic checkpoint
@@ -475,7 +479,7 @@ class CacheInstaller:
         return (*counts, applied_at)
 
     def _install_snapshot(
-        self, manifest: Manifest, lines: Iterator[str], source: str
+        self, manifest: Manifest, rows: Iterator[list[StorageRow]], source: str
     ) -> tuple[int, int]:
         final = self.path.with_name(f"{self.path.name}.v{manifest.version}")
         building = final.with_name(final.name + ".building")
@@ -497,7 +501,7 @@ class CacheInstaller:
             create_schema(sqlite_utils.Database(connection, recursive_triggers=False))
             connection.execute(_CREATE_REVOCATION)
             connection.execute("BEGIN")
-            for chunk in snapshot_chunks(lines):
+            for chunk in rows:
                 connection.executemany(
                     "INSERT INTO credential"
                     " (ref, document_type, program, status, valid_from, valid_until, holder_ref,"

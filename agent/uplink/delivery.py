@@ -310,5 +310,6 @@ class Delivery:
             "last_seq": stats.last_seq,
             "acked_seq": stats.acked_seq,
             "held_in_memory": self.committer.held,
+            "journal_rows": self.journal.rows(),
             "failsafe_signal": None if requested is None else requested.name,
         }

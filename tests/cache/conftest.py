@@ -12,7 +12,7 @@ import pytest
 
 from agent.cache import CredentialCache
 from agent.cache.records import FIELDS
-from tests.cache.kit import Central
+from tests.cache.kit import Central, installed_snapshot_1
 
 GOOD_REF = "E2801160600002084F5A3B11"
 OTHER_REF = "E2801160600002084F5A3B22"
@@ -77,3 +77,9 @@ def central(tmp_path: Path) -> Central:
     made = Central(tmp_path)
     made.write_trust()
     return made
+
+
+@pytest.fixture
+def snapshot_1_path(tmp_path: Path, central: Central) -> Path:
+    """A lane cache installed from ``central``'s snapshot 1 with records 1-100."""
+    return installed_snapshot_1(tmp_path, central)

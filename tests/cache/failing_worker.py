@@ -5,7 +5,11 @@ Run in place of ``agent.cache.install_worker`` (the tests patch ``install.WORKER
 
 - ``kill``: writes every row of a delta inside its transaction, then SIGKILLs itself before the
   commit, as a crash in the middle of an install would;
-- ``hang``: sleeps without reading its request, so the installer's timeout must end it.
+- ``hang``: sleeps without reading its request, so the installer's timeout must end it;
+- ``kill-decoder``: a snapshot's decoder process SIGKILLs itself after decoding two frames' worth
+  of rows;
+- ``kill-worker-after-fork``: the worker writes its snapshot decoder's pid to
+  ``LANE_AGENT_TEST_WORKER_PROBE`` and SIGKILLs itself, leaving the decoder orphaned.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
-from agent.cache import install, install_worker
+from agent.cache import decoder, install, install_worker
 from agent.cache.bundle import Manifest
+from agent.cache.records import StorageRow
 
 FAILURE = os.environ.get("LANE_AGENT_TEST_WORKER_FAILURE", "kill")
 real_apply_delta = install._apply_delta
@@ -33,8 +39,32 @@ def apply_delta_then_die(
     raise AssertionError("unreachable: SIGKILL cannot be caught")
 
 
+real_snapshot_chunks = decoder.snapshot_chunks
+real_fork = os.fork
+
+
+def chunks_then_die(lines: Iterable[str], chunk_rows: int = 1024) -> Iterator[list[StorageRow]]:
+    """The decoder's rows, until it SIGKILLs itself two frames in."""
+    for number, chunk in enumerate(real_snapshot_chunks(lines, chunk_rows)):
+        if number == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        yield chunk
+
+
+def fork_then_die() -> int:
+    """Fork the decoder, say its pid, and die in the worker (the parent side of the fork)."""
+    pid = real_fork()
+    if pid:
+        Path(os.environ["LANE_AGENT_TEST_WORKER_PROBE"]).write_text(str(pid))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return pid
+
+
 if __name__ == "__main__":
     if FAILURE == "hang":
         time.sleep(3600)
     install._apply_delta = apply_delta_then_die
+    decoder.snapshot_chunks = chunks_then_die if FAILURE == "kill-decoder" else real_snapshot_chunks
+    if FAILURE == "kill-worker-after-fork":
+        os.fork = fork_then_die
     sys.exit(install_worker.main())

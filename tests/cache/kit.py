@@ -116,3 +116,12 @@ def fingerprint(cache_path: Path) -> tuple[str | None, list[str], str]:
     finally:
         connection.close()
     return target, files, dump
+
+
+def installed_snapshot_1(directory: Path, central: Central, records: int = 100) -> Path:
+    """A lane cache in ``directory`` at snapshot 1 holding records 1..``records``; its path."""
+    path = directory / "credentials.db"
+    installer_for(path, central).install_bytes(
+        central.bundle(Kind.SNAPSHOT, 1, map(record_line, range(1, records + 1))), source="setup"
+    )
+    return path

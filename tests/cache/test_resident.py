@@ -18,7 +18,14 @@ from agent.cache.bundle import Kind
 from agent.cache.channel import CacheChannel
 from agent.cache.resident import ResidentCache
 from agent.config import load_config
-from tests.cache.kit import LANE, PORT, Central, installer_for, record_line, ref
+from tests.cache.kit import (
+    LANE,
+    PORT,
+    Central,
+    installed_snapshot_1,
+    record_line,
+    ref,
+)
 
 SNAPSHOT_RECORDS = 3000  # a few hundred KiB: well under any RLIMIT_MEMLOCK a CI runner has
 CHILD = Path(__file__).resolve().parent / "memlock_child.py"
@@ -98,12 +105,7 @@ def room_to_lock() -> None:
 
 @pytest.fixture
 def cache_path(tmp_path: Path, central: Central) -> Path:
-    path = tmp_path / "credentials.db"
-    installer_for(path, central).install_bytes(
-        central.bundle(Kind.SNAPSHOT, 1, map(record_line, range(1, SNAPSHOT_RECORDS + 1))),
-        source="setup",
-    )
-    return path
+    return installed_snapshot_1(tmp_path, central, SNAPSHOT_RECORDS)
 
 
 def write_config(tmp_path: Path, cache_path: Path, central: Central, extra: str = "") -> Path:

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from agent.lane.events import LoopChanged, TagRead
 from agent.status import StatusBoard
 from agent.uplink.delivery import FAULT_JOURNAL_UNAVAILABLE, FAULT_OUTBOX_FULL, Delivery
+from agent.uplink.journal import Checkpoint
 from agent.uplink.outbox import Outbox
 from agent.uplink.publisher import MqttUplink
 from agent.uplink.topics import Topics
@@ -79,3 +81,17 @@ def test_the_signal_stays_manual_while_crossings_are_still_held(
     delivery.journal_recovered()  # a small journal row fits, a crossing does not
     assert simulator.wait_signal(SignalState.MANUAL, WAIT_S)
     assert simulator.signal_history == [SignalState.MANUAL]
+
+
+def test_status_counts_the_journal_rows_a_checkpoint_has_not_folded_yet(
+    delivery: Delivery,
+) -> None:
+    """``outbox.journal_rows`` on status: inputs journalled since the last checkpoint."""
+    assert delivery.board.snapshot()["outbox"]["journal_rows"] == 0
+    first = delivery.journal.append(LoopChanged(at=1.0, loop_id=1, occupied=True), None)
+    delivery.journal.append(
+        TagRead(at=1.1, epc="E2801160600002000000A001", antenna=1, rssi_dbm=-50.0), None
+    )
+    assert delivery.board.snapshot()["outbox"]["journal_rows"] == 2
+    delivery.journal.checkpoint(Checkpoint(through_id=first, state={}))
+    assert delivery.board.snapshot()["outbox"]["journal_rows"] == 1
