@@ -453,8 +453,9 @@ class CacheInstaller:
         """Apply the payload; (records, rows changed, monotonic time it became visible)."""
         manifest = header.manifest
         if manifest.kind is Kind.SNAPSHOT:
-            rows = snapshot_rows_decoded(stream, manifest)
-            return (*self._install_snapshot(manifest, rows, source), time.monotonic())
+            # Closed explicitly: a failed insert must stop the decoder process at once.
+            with contextlib.closing(snapshot_rows_decoded(stream, manifest)) as rows:
+                return (*self._install_snapshot(manifest, rows, source), time.monotonic())
         lines = payload_lines(stream, manifest)
         with _open_in_force(self.path) as connection:
             connection.execute(_CREATE_REVOCATION)

@@ -6,8 +6,10 @@ Run in place of ``agent.cache.install_worker`` (the tests patch ``install.WORKER
 - ``kill``: writes every row of a delta inside its transaction, then SIGKILLs itself before the
   commit, as a crash in the middle of an install would;
 - ``hang``: sleeps without reading its request, so the installer's timeout must end it;
-- ``kill-decoder``: a snapshot's decoder process SIGKILLs itself after decoding two frames' worth
-  of rows;
+- ``kill-decoder``: a snapshot's decoder process SIGKILLs itself after decoding
+  ``DECODER_FRAMES_BEFORE_FAILURE`` frames' worth of rows (more than its pipe and buffer hold, so
+  the worker has inserted some);
+- ``decoder-error``: the decoder raises an unexpected exception after as many frames;
 - ``kill-worker-after-fork``: the worker writes its snapshot decoder's pid to
   ``LANE_AGENT_TEST_WORKER_PROBE`` and SIGKILLs itself, leaving the decoder orphaned.
 """
@@ -43,11 +45,16 @@ real_snapshot_chunks = decoder.snapshot_chunks
 real_fork = os.fork
 
 
-def chunks_then_die(lines: Iterable[str], chunk_rows: int = 1024) -> Iterator[list[StorageRow]]:
-    """The decoder's rows, until it SIGKILLs itself two frames in."""
+DECODER_FRAMES_BEFORE_FAILURE = 40
+
+
+def chunks_then_fail(lines: Iterable[str], chunk_rows: int = 1024) -> Iterator[list[StorageRow]]:
+    """The decoder's rows, until it SIGKILLs itself or raises, as FAILURE says."""
     for number, chunk in enumerate(real_snapshot_chunks(lines, chunk_rows)):
-        if number == 2:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if number == DECODER_FRAMES_BEFORE_FAILURE:
+            if FAILURE == "kill-decoder":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError("decoder test failure")
         yield chunk
 
 
@@ -64,7 +71,8 @@ if __name__ == "__main__":
     if FAILURE == "hang":
         time.sleep(3600)
     install._apply_delta = apply_delta_then_die
-    decoder.snapshot_chunks = chunks_then_die if FAILURE == "kill-decoder" else real_snapshot_chunks
+    if FAILURE in ("kill-decoder", "decoder-error"):
+        decoder.snapshot_chunks = chunks_then_fail
     if FAILURE == "kill-worker-after-fork":
         os.fork = fork_then_die
     sys.exit(install_worker.main())

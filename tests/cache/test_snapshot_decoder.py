@@ -7,6 +7,8 @@ details, and a cache left as it was when either process dies.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,13 +19,10 @@ from agent.cache.bundle import (
     BundleRefusedError,
     Kind,
     RefusalReason,
-    payload_lines,
-    read_header,
-    snapshot_chunks,
 )
 from agent.cache.install import InstallWorkerError
+from tests.cache import failing_worker
 from tests.cache.kit import (
-    LIMITS,
     Central,
     fingerprint,
     installer_for,
@@ -72,19 +71,32 @@ def test_a_bad_record_in_a_later_frame_is_refused_by_line_number_and_changes_not
     assert fingerprint(snapshot_1_path) == before
 
 
-def test_a_decoder_that_dies_fails_the_install_and_leaves_the_cache_as_it_was(
-    snapshot_1_path: Path, central: Central, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("failure", "message"),
+    [
+        ("kill-decoder", "snapshot decoder process ended"),
+        ("decoder-error", "snapshot decoder failed: RuntimeError: decoder test failure"),
+    ],
+)
+def test_a_decoder_that_dies_or_fails_after_rows_were_inserted_leaves_the_cache_as_it_was(
+    snapshot_1_path: Path,
+    central: Central,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: str,
+    message: str,
 ) -> None:
+    frames = failing_worker.DECODER_FRAMES_BEFORE_FAILURE + 8
+    bundle = central.bundle(Kind.SNAPSHOT, 2, map(record_line, range(1, frames * 1024 + 1)))
     before = fingerprint(snapshot_1_path)
     installer = installer_for(snapshot_1_path, central)
     monkeypatch.setattr(install, "WORKER_MODULE", "tests.cache.failing_worker")
-    monkeypatch.setenv("LANE_AGENT_TEST_WORKER_FAILURE", "kill-decoder")
-    with pytest.raises(InstallWorkerError, match="snapshot decoder process ended"):
-        installer.install_bytes(snapshot_2(central), source="mqtt")
+    monkeypatch.setenv("LANE_AGENT_TEST_WORKER_FAILURE", failure)
+    with pytest.raises(InstallWorkerError, match=message):
+        installer.install_bytes(bundle, source="mqtt")
     assert fingerprint(snapshot_1_path) == before
     assert installer.stats().refused == {}, "a crash is not a refusal of the bundle"
     monkeypatch.setattr(install, "WORKER_MODULE", "agent.cache.install_worker")
-    assert installer.install_bytes(snapshot_2(central), source="mqtt").state.bundle_version == 2
+    assert installer.install_bytes(bundle, source="mqtt").state.bundle_version == 2
 
 
 def test_a_killed_worker_takes_its_decoder_with_it(
@@ -121,26 +133,56 @@ def running(pid: int) -> bool:
         return False
 
 
+COMPARE_BOTH_PATHS = """
+import sys
+import threading
+from pathlib import Path
+
+from agent.cache import decoder
+from agent.cache.bundle import payload_lines, read_header, snapshot_chunks
+from tests.cache.kit import LIMITS, Central
+
+central = Central(Path(sys.argv[1]))
+bundle = Path(sys.argv[2])
+if sys.argv[3] == "fork-fails":
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    decoder.os.fork = no_fork
+with bundle.open("rb") as stream:
+    header = read_header(stream, bundle.stat().st_size, central.trust(), LIMITS)
+    stream.seek(header.payload_offset)
+    here = [row for chunk in snapshot_chunks(payload_lines(stream, header.manifest)) for row in chunk]
+    stream.seek(header.payload_offset)
+    assert threading.active_count() == 1, "the decoder would not fork here"
+    forked = [row for chunk in decoder.snapshot_rows_decoded(stream, header.manifest) for row in chunk]
+    if sys.argv[3] == "fork":
+        assert stream.tell() == header.payload_offset, "the decoder moved this process's offset"
+assert forked == here, "the forked decoder's rows differ"
+print(len(forked))
+"""
+
+
+@pytest.mark.parametrize("fork", ["fork", "fork-fails"])
 def test_decoding_in_process_and_in_a_forked_decoder_gives_the_same_rows(
-    central: Central, tmp_path: Path
+    central: Central, tmp_path: Path, fork: str
 ) -> None:
-    """The two paths of ``snapshot_rows_decoded``, on the same payload, row for row."""
+    """Both paths on the same payload, row for row, in a fresh single-threaded interpreter.
+
+    Not in pytest's own process: its other tests may leave threads running, and forking a
+    threaded process is what the decoder refuses to do. When fork fails (no processes or memory
+    left) the rows are decoded in-process instead of failing the install.
+    """
     bundle = tmp_path / "snapshot.bundle"
     bundle.write_bytes(snapshot_2(central))
-    with bundle.open("rb") as stream:
-        header = read_header(stream, bundle.stat().st_size, central.trust(), LIMITS)
-        stream.seek(header.payload_offset)
-        in_process = [
-            row
-            for chunk in snapshot_chunks(payload_lines(stream, header.manifest))
-            for row in chunk
-        ]
-        stream.seek(header.payload_offset)
-        forked = [
-            row for chunk in decoder._decoded_by_child(stream, header.manifest) for row in chunk
-        ]
-        assert stream.tell() == header.payload_offset, (
-            "the child read through a description of its own"
-        )
-    assert forked == in_process
-    assert len(forked) == RECORDS
+    result = subprocess.run(
+        [sys.executable, "-c", COMPARE_BOTH_PATHS, str(central.directory), str(bundle), fork],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(RECORDS)
+    assert ("decoding in the install worker" in result.stderr) == (fork == "fork-fails")
