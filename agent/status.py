@@ -75,15 +75,20 @@ class StatusBoard:
         self._last_fault: Fault | None = None
         self._listeners: list[Callable[[], None]] = []
 
-    def contribute(self, name: str, provider: StatusProvider, *, replace: bool = False) -> None:
-        """Add a section whose content ``provider()`` returns each time the document is built.
-
-        ``replace``: take over a section already contributed (an uplink rebuilt in-process).
-        """
+    def contribute(self, name: str, provider: StatusProvider) -> None:
+        """Add a section whose content ``provider()`` returns each time the document is built."""
         with self._lock:
-            if name in _RESERVED_SECTIONS or (name in self._sections and not replace):
+            if name in _RESERVED_SECTIONS or name in self._sections:
                 raise SectionTakenError(name)
             self._sections[name] = provider
+
+    def withdraw(self, name: str, listener: Callable[[], None] | None = None) -> None:
+        """Remove the section ``name`` and ``listener``: their contributor is gone (an uplink
+        replaced in-process), and a new one may contribute under the same name."""
+        with self._lock:
+            self._sections.pop(name, None)
+            if listener is not None and listener in self._listeners:
+                self._listeners.remove(listener)
 
     def on_change(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` after every change worth publishing at once."""

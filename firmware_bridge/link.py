@@ -688,7 +688,7 @@ class ControllerLink:
     def _deliver_orphans(self) -> bool:
         """Offer the orphans of a reboot in order; True once none is left."""
         while self._orphans:
-            if not self._emit_event(self._orphans[0], None, retried=True):
+            if not self._emit_event(self._orphans[0], None):
                 return False
             self._orphans.popleft()
             self._counters.events_delivered += 1
@@ -707,19 +707,18 @@ class ControllerLink:
                 continue
             boot_id = self._sequencer.boot_id
             assert boot_id is not None  # nothing is held before a HELLO
-            if not self._emit_event(event, EventOrigin(boot_id, seq), retried=True):
+            if not self._emit_event(event, EventOrigin(boot_id, seq)):
                 return  # not acknowledged: kept, offered again, and resent by the controller
             self._counters.events_delivered += 1
             self._sequencer.advance()
             self._send_ack(seq)
 
-    def _emit_event(
-        self, event: ControllerEvent, origin: EventOrigin | None, *, retried: bool = False
-    ) -> bool:
+    def _emit_event(self, event: ControllerEvent, origin: EventOrigin | None) -> bool:
+        """Hand a tag read or loop edge on; one that is refused is kept and offered again."""
         if self._event_callback is None:
-            return self._emit(event, retried=retried)
+            return self._emit(event, retried=True)
         on_event = self._event_callback
-        return self._call(lambda: on_event(event, origin), event, retried=retried)
+        return self._call(lambda: on_event(event, origin), event, retried=True)
 
     def _emit(self, message: LinkMessage, *, retried: bool = False) -> bool:
         return self._call(lambda: self._on_message(message), message, retried=retried)

@@ -101,6 +101,19 @@ def crossing_events(subscriber: Subscriber, count: int) -> list[dict[str, Any]]:
     return [json.loads(m.payload) for m in messages]
 
 
+def assert_lane_exits(
+    lane: RunningLane, exit_code: int, error_starts: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lane's thread ends with ``exit_code`` (non-zero: systemd restarts it) and logs why."""
+    lane.thread.join(15)
+    assert not lane.thread.is_alive(), f"the lane kept running after {error_starts!r}"
+    assert lane.exit_code == exit_code != 0
+    assert any(
+        r.levelno >= logging.ERROR and r.getMessage().startswith(error_starts)
+        for r in caplog.records
+    )
+
+
 def test_n_vehicles_give_exactly_n_schema_valid_events_numbered_1_to_n(
     lane_factory: Any, mosquitto: MosquittoBroker
 ) -> None:
@@ -197,13 +210,7 @@ def test_a_failed_uplink_stops_the_lane_with_a_non_zero_exit_so_systemd_restarts
     assert lane.thread.is_alive(), "one failure restarted the whole agent"
     for _ in range(UPLINK_REBUILDS):
         lane.service.inbox.put_nowait(UplinkChanged(UplinkState.FAILED))
-    lane.thread.join(15)
-    assert not lane.thread.is_alive(), "the lane kept running without an uplink"
-    assert lane.exit_code == EXIT_UPLINK_FAILED != 0
-    assert any(
-        r.levelno >= logging.ERROR and r.getMessage().startswith("uplink failed")
-        for r in caplog.records
-    )
+    assert_lane_exits(lane, EXIT_UPLINK_FAILED, "uplink failed", caplog)
 
 
 # --- the real command line -------------------------------------------------------------------
@@ -391,10 +398,4 @@ def test_a_link_thread_that_ended_stops_the_lane_with_a_non_zero_exit(
     assert link is not None
     assert link.is_running
     link.close()  # its thread ends, as it would on an unexpected error
-    lane.thread.join(15)
-    assert not lane.thread.is_alive(), "the lane kept running without its link thread"
-    assert lane.exit_code == EXIT_LINK_FAILED != 0
-    assert any(
-        r.levelno >= logging.ERROR and r.getMessage().startswith("controller link thread ended")
-        for r in caplog.records
-    )
+    assert_lane_exits(lane, EXIT_LINK_FAILED, "controller link thread ended", caplog)

@@ -35,7 +35,7 @@ import os
 import signal
 import struct
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from typing import IO, BinaryIO
 
 from agent.cache.bundle import (
@@ -74,9 +74,13 @@ def snapshot_rows_decoded(stream: IO[bytes], manifest: Manifest) -> Generator[li
     child dies without a result. Closing the iterator early (the writer failed) kills the child.
     """
     if not hasattr(os, "fork") or threading.active_count() > 1:
-        yield from snapshot_chunks(payload_lines(stream, manifest))
+        yield from _decoded_here(stream, manifest)
         return
     yield from _decoded_by_child(stream, manifest)
+
+
+def _decoded_here(stream: IO[bytes], manifest: Manifest) -> Iterator[list[StorageRow]]:
+    return snapshot_chunks(payload_lines(stream, manifest), ROWS_PER_FRAME)
 
 
 def _decoded_by_child(stream: IO[bytes], manifest: Manifest) -> Generator[list[StorageRow]]:
@@ -90,7 +94,7 @@ def _decoded_by_child(stream: IO[bytes], manifest: Manifest) -> Generator[list[S
         os.close(read_end)
         os.close(write_end)
         logger.warning("cannot fork a snapshot decoder (%s); decoding in the install worker", err)
-        yield from snapshot_chunks(payload_lines(stream, manifest))
+        yield from _decoded_here(stream, manifest)
         return
     if pid == 0:  # the decoder: never returns into the caller's code, whatever happens
         try:
@@ -147,7 +151,7 @@ def _run_decoder(write_end: int, stream: IO[bytes], manifest: Manifest, parent_p
         stream = _own_reader(stream)
         with os.fdopen(write_end, "wb", buffering=PIPE_BUFFER_BYTES) as out:
             try:
-                for chunk in snapshot_chunks(payload_lines(stream, manifest), ROWS_PER_FRAME):
+                for chunk in _decoded_here(stream, manifest):
                     _write_frame(out, _ROWS, marshal.dumps(chunk))
             except BundleRefusedError as err:
                 _write_frame(out, _REFUSED, f"{err.reason.value}\t{err.detail}".encode())

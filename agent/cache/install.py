@@ -497,9 +497,7 @@ class CacheInstaller:
             connection.execute("PRAGMA synchronous = OFF")
             connection.execute(f"PRAGMA page_size = {SNAPSHOT_PAGE_SIZE}")
             connection.execute(f"PRAGMA cache_size = -{SNAPSHOT_CACHE_KIB}")
-            import sqlite_utils  # here, not at the top: kept off the delta path (see create_schema)
-
-            create_schema(sqlite_utils.Database(connection, recursive_triggers=False))
+            create_schema(connection)
             connection.execute(_CREATE_REVOCATION)
             connection.execute("BEGIN")
             for chunk in rows:

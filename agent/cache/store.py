@@ -35,14 +35,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import Protocol, Self
 
 from agent.cache import records
 from agent.cache.records import Problem, SourceRecord, StorageRow
 from agent.lane.credentials import Credential, CredentialStatus, Program
-
-if TYPE_CHECKING:
-    import sqlite_utils
 
 logger = logging.getLogger(__name__)
 
@@ -494,7 +491,6 @@ class CredentialCache:
             except BaseException as err:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
-                connection.execute(f"PRAGMA cache_size = -{LOOKUP_CACHE_KIB}")
                 if isinstance(err, sqlite3.Error):
                     raise CacheError(
                         f"credential cache {self.path}: import from {source_name} failed,"
@@ -507,8 +503,10 @@ class CredentialCache:
                         problem_count,
                     )
                 raise
-            _checkpoint(connection)
-            connection.execute(f"PRAGMA cache_size = -{LOOKUP_CACHE_KIB}")
+            else:
+                _checkpoint(connection)
+            finally:
+                connection.execute(f"PRAGMA cache_size = -{LOOKUP_CACHE_KIB}")
         report = ImportReport(
             source=source_name,
             data_version=version,
@@ -645,11 +643,7 @@ def _prepare(connection: sqlite3.Connection, path: Path, *, read_only: bool) -> 
     try:
         # Checked again under the write lock: another process may have created it meanwhile.
         if _is_blank(connection):
-            import sqlite_utils  # here, not at the top: only a new file needs it (create_schema)
-
-            create_schema(
-                sqlite_utils.Database(connection, recursive_triggers=False, execute_plugins=False)
-            )
+            create_schema(connection)
         connection.execute("COMMIT")
     finally:
         if connection.in_transaction:
@@ -675,12 +669,15 @@ def _table_names(connection: sqlite3.Connection) -> set[str]:
     }
 
 
-def create_schema(db: sqlite_utils.Database) -> None:
+def create_schema(connection: sqlite3.Connection) -> None:
     """Create every table, code table and view of an empty cache file.
 
-    The only part of the cache that uses sqlite-utils, and it is imported where this is called:
+    The only part of the cache that uses sqlite-utils, and it is imported here, not at the top:
     it pulls in numpy, about 0.2 s of start-up an install worker applying a delta does not need.
     """
+    import sqlite_utils
+
+    db = sqlite_utils.Database(connection, recursive_triggers=False, execute_plugins=False)
     # sqlite-utils cannot declare WITHOUT ROWID, so the two big tables are plain DDL.
     for statement in _CREATE_TABLES.split(";"):
         if statement.strip():

@@ -146,7 +146,6 @@ class Delivery:
                 status=board,
                 status_interval_s=mqtt.status_interval_s,
                 on_state_change=on_state_change,
-                replaces=failed,
             )
 
         return cls(outbox, make_uplink(), board, topics, rebuild_uplink=make_uplink)
@@ -236,6 +235,7 @@ class Delivery:
         assert self._rebuild_uplink is not None
         failed = self.uplink
         failed.stop(timeout_s=0.0)  # its thread has ended; this only waits for that
+        failed.detach_status()
         self.uplink = self._rebuild_uplink(failed)
         self.uplink.start()
         self.uplink_rebuilds += 1

@@ -153,11 +153,7 @@ class InputJournal:
             assert row_id is not None
             return row_id
 
-        try:
-            # Crossing priority: at the size cap, images and health rows make room for it.
-            return self.outbox.transact(work, make_room_for=PRIORITY_CROSSING)
-        except (sqlite3.Error, OutboxError) as error:
-            raise JournalError(str(error)) from error
+        return self._write(work)
 
     def on_commit(
         self, number: int, checkpoint: Checkpoint | None
@@ -183,11 +179,15 @@ class InputJournal:
         Keeps the journal short while no crossing closes (a long stay at the booth, reads from
         the next lane that the correlator drops). Raises JournalError if it cannot be stored.
         """
+        self._write(lambda connection: _store_checkpoint(connection, checkpoint))
+
+    def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` in one outbox transaction; JournalError if it cannot be stored.
+
+        Crossing priority: at the size cap, images and health rows make room for it.
+        """
         try:
-            self.outbox.transact(
-                lambda connection: _store_checkpoint(connection, checkpoint),
-                make_room_for=PRIORITY_CROSSING,
-            )
+            return self.outbox.transact(work, make_room_for=PRIORITY_CROSSING)
         except (sqlite3.Error, OutboxError) as error:
             raise JournalError(str(error)) from error
 

@@ -440,23 +440,43 @@ class Outbox:
         :meth:`append` does for a row of that priority and runs ``work`` again: the input
         journal, which holds the vehicle at the booth, gets the room a crossing would get.
         """
-        if make_room_for is None:
+
+        def attempt() -> _T:
             with self._transaction() as connection:
                 return work(connection)
+
+        if make_room_for is None:
+            return attempt()
+        return self._with_room(make_room_for, attempt, None)
+
+    def _with_room(
+        self,
+        priority: int,
+        attempt: Callable[[], _T],
+        full_error: Callable[[str, sqlite3.OperationalError], Exception] | None,
+    ) -> _T:
+        """Run ``attempt``; when storage is full, evict rows below ``priority`` once and retry.
+
+        Evicting once is enough to know: if a batch of evictable rows did not make room the disk
+        itself is full, and more deleting will not help. A failure that remains raises
+        ``full_error(reason, error)``, or the SQLite error itself when that is None.
+        """
         evicted_for_it = False
         while True:
             try:
-                with self._transaction() as connection:
-                    return work(connection)
+                return attempt()
             except sqlite3.OperationalError as error:
                 reason = self._storage_failure(error)
-                if reason is None or evicted_for_it:
+                if reason is None:
                     raise
-                batch = _EVICT_BATCH if reason == "cap" else 1024
-                if reason in ("cap", "disk_full") and self._evict(make_room_for, batch):
-                    evicted_for_it = True
-                    continue
-                raise
+                if reason in ("cap", "disk_full") and not evicted_for_it:
+                    batch = _EVICT_BATCH if reason == "cap" else 1024
+                    if self._evict(priority, batch):
+                        evicted_for_it = True
+                        continue
+                if full_error is None:
+                    raise
+                raise full_error(reason, error) from error
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -502,25 +522,13 @@ class Outbox:
             raise ValueError(f"priority must be >= 0, not {priority!r}")
         if priority > PRIORITY_CROSSING:
             self._keep_reserve(stream, priority)
-        evicted_for_it = False
-        while True:
-            try:
-                return self._insert(
-                    topic, build_payload, stream, qos, retain, priority, in_transaction
-                )
-            except sqlite3.OperationalError as error:
-                reason = self._storage_failure(error)
-                if reason is None:
-                    raise
-                # Evicting once is enough to know: if a batch of evictable rows did not make room
-                # the disk itself is full, and more deleting will not help this append.
-                if reason == "cap" and not evicted_for_it and self._evict(priority, _EVICT_BATCH):
-                    evicted_for_it = True
-                    continue
-                if reason == "disk_full" and not evicted_for_it and self._evict(priority, 1024):
-                    evicted_for_it = True
-                    continue
-                raise OutboxFullError(self.path, stream, priority, reason, str(error)) from error
+        return self._with_room(
+            priority,
+            lambda: self._insert(
+                topic, build_payload, stream, qos, retain, priority, in_transaction
+            ),
+            lambda reason, error: OutboxFullError(self.path, stream, priority, reason, str(error)),
+        )
 
     def _insert(
         self,

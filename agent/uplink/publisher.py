@@ -375,7 +375,6 @@ class MqttUplink:
         on_state_change: Callable[[UplinkState], None] | None = None,
         on_acknowledged: Callable[[OutboxRow], None] | None = None,
         rng: random.Random | None = None,
-        replaces: MqttUplink | None = None,
     ) -> None:
         """``reconnect_min_s``/``reconnect_max_s`` bound reconnect delays and refused-row retries.
 
@@ -384,8 +383,7 @@ class MqttUplink:
         ``notify()`` was missed. ``on_state_change`` is called from the publisher thread and must
         return quickly, as must ``on_acknowledged`` (called there for each row the broker accepted,
         as its PUBACK is processed). ``status`` (with ``status_interval_s``) turns on the status
-        topic. ``replaces`` is the failed uplink this one is rebuilt for, on the same outbox (it
-        takes over its status section; the failed one must have stopped).
+        topic (:meth:`detach_status` gives it up, for an uplink rebuilt on the same board).
         """
         if not host:
             raise ValueError("host must not be empty")
@@ -483,8 +481,7 @@ class MqttUplink:
         self._next_status_at = 0.0
         self._last_status_at = 0.0
         if status is not None:
-            # A rebuild after a failure (``replaces``) takes over the failed uplink's section.
-            status.contribute("uplink", self._status_section, replace=replaces is not None)
+            status.contribute("uplink", self._status_section)
             status.on_change(self._status_changed)
 
     # Public API, called from other threads --------------------------------------------------------
@@ -529,6 +526,11 @@ class MqttUplink:
         if thread.is_alive():
             log.error("uplink publisher thread still running %.1f s after stop()", timeout_s)
 
+    def detach_status(self) -> None:
+        """Give up the ``uplink`` status section and change listener, for a replacement uplink."""
+        if self._status is not None:
+            self._status.withdraw("uplink", self._status_changed)
+
     def stats(self) -> UplinkStats:
         """A snapshot of the counters and gauges."""
         with self._stats_lock:
@@ -566,9 +568,6 @@ class MqttUplink:
         self._wake()
 
     def _status_changed(self) -> None:
-        thread = self._thread
-        if thread is not None and not thread.is_alive():
-            return  # ended (a failed uplink that was replaced): nobody would take the event
         self._events.put(_StatusChanged())
         self._wake()
 
@@ -1018,7 +1017,6 @@ class MqttUplink:
         self._in_flight.clear()
         self._control_in_flight.clear()
         self._drop_prefetched()
-        self._rescan()
         if client is not None:
             _close_socket(client)  # paho has closed it after reporting the disconnect; to be sure
 
@@ -1119,7 +1117,6 @@ class MqttUplink:
                 self._counters.confirmed += result.removed
             if result.removed:
                 self._drop_prefetched()  # do not publish rows central already has
-                self._rescan()
                 log.debug(
                     "ingest confirmed stream %s up to seq %d: %d rows removed",
                     stream,

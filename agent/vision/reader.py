@@ -267,25 +267,27 @@ class PlateRecognizer:
     ) -> list[tuple[float, PlateRead]]:
         """Detect at ``max_side``, read the tallest line-shaped boxes, score them as plates."""
         lines = _join_split_lines(self.detector.detect(image_bgr, max_side=max_side))
-        # The detector's line boxes often end a little short of the first and last characters
-        # (on shrunk frames nearly always, at full resolution on small plates): read each line
-        # lengthened by about a third of a character each side.
-        lines = [_widen(line, self.line_margin) for line in lines]
         lines = [line for line in lines if 1.5 <= line.width / max(line.height, 1.0) <= 15.0]
         lines.sort(key=lambda line: line.height, reverse=True)
-        lines = lines[: self.max_lines]
+        # The detector's line boxes often end a little short of the first and last characters
+        # (on shrunk frames nearly always, at full resolution on small plates): read each line
+        # lengthened by about a third of a character each side (its width and height, which the
+        # filter and the order above use, stay as detected).
+        lines = [_widen(line, self.line_margin) for line in lines[: self.max_lines]]
         tallest = lines[0].height if lines else 1.0
         scored: list[tuple[float, PlateRead, _Line]] = []
+        best_score = 0.0
         for line in lines:
             # A line scores at most sqrt(height / tallest) (every other factor is at most 1),
             # and lines come tallest first: once the best score so far reaches that bound, no
             # line left can overtake it, and reading them (~10 ms each) would change nothing.
-            if scored and max(item[0] for item in scored) >= math.sqrt(line.height / tallest):
+            if scored and best_score >= math.sqrt(line.height / tallest):
                 break
             (raw,) = self.reader.read(image_bgr, [line.quad])
             item = self._score(image_bgr, line, raw, tallest)
             if item is not None:
                 scored.append((item[0], item[1], line))
+                best_score = max(best_score, item[0])
                 if self._convincing([(item[0], item[1])]):
                     # Unlike the bound above this is not exact (a shorter line could still
                     # score higher), but a convincing plate is what the pass is looking for;

@@ -103,6 +103,7 @@ def test_a_killed_worker_takes_its_decoder_with_it(
     snapshot_1_path: Path, central: Central, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No decoder may outlive its worker: it holds a copy of the install lock's descriptor."""
+    bundle = snapshot_2(central)
     before = fingerprint(snapshot_1_path)
     probe = tmp_path / "decoder-pid"
     installer = installer_for(snapshot_1_path, central)
@@ -110,7 +111,7 @@ def test_a_killed_worker_takes_its_decoder_with_it(
     monkeypatch.setenv("LANE_AGENT_TEST_WORKER_FAILURE", "kill-worker-after-fork")
     monkeypatch.setenv("LANE_AGENT_TEST_WORKER_PROBE", str(probe))
     with pytest.raises(InstallWorkerError, match="killed by SIGKILL"):
-        installer.install_bytes(snapshot_2(central), source="mqtt")
+        installer.install_bytes(bundle, source="mqtt")
     decoder_pid = int(probe.read_text())
     deadline = time.monotonic() + 10
     while running(decoder_pid) and time.monotonic() < deadline:
@@ -121,7 +122,7 @@ def test_a_killed_worker_takes_its_decoder_with_it(
     # The killed worker's half-built file stays until the next install removes it; nobody reads it.
     assert [name for name in files if not name.endswith(".building")] == before[1]
     monkeypatch.setattr(install, "WORKER_MODULE", "agent.cache.install_worker")
-    assert installer.install_bytes(snapshot_2(central), source="mqtt").state.bundle_version == 2
+    assert installer.install_bytes(bundle, source="mqtt").state.bundle_version == 2
 
 
 def running(pid: int) -> bool:

@@ -175,6 +175,10 @@ class Agents:
                 if line.startswith("{"):
                     yield json.loads(line)
 
+    def replays(self) -> list[dict[str, Any]]:
+        """The log records of journal replays at start, over every run."""
+        return [r for r in self.log_records() if r["msg"].startswith("input journal: replaying")]
+
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
@@ -256,7 +260,7 @@ def test_kill_9_of_the_agent_loses_no_vehicle_and_counts_every_read_once(
     assert sorted(seen.values()) == [1] * VEHICLES, "a vehicle in two crossings"
     assert sorted(e["seq"] for e in events.values()) == list(range(1, VEHICLES + 1))
 
-    replays = [r for r in agents.log_records() if r["msg"].startswith("input journal: replaying")]
+    replays = agents.replays()
     duplicates = len(messages) - len(events)
     rate = duplicates / VEHICLES
     record_property("kills", KILLS)
@@ -294,6 +298,69 @@ def start_until_the_early_reads_are_acknowledged(
     assert not any(isinstance(e, Loop) for e in simulator.sent_events())
 
 
+def cards_before_the_loop(
+    name: str,
+    early_card: str,
+    vehicle_card: str,
+    *,
+    early: int,
+    later: int,
+    gap_s: float,
+    seed: int,
+) -> Scenario:
+    """``early`` reads of ``early_card`` before any vehicle, then one vehicle with ``later`` reads
+    of ``vehicle_card``."""
+    return Scenario(
+        name=name,
+        vehicles=(
+            Vehicle(dwell_s=1.5, gap_s=gap_s, cards=(CardPass(epc=vehicle_card, reads=later),)),
+        ),
+        stray_reads=(
+            StrayRead(at_s=0.5, card=CardPass(epc=early_card, reads=early), duration_s=0.5),
+        ),
+        seed=seed,
+        controller_id="LANE-KILL",
+    )
+
+
+def kill_after_the_early_reads(
+    tmp_path: Path,
+    mosquitto: MosquittoBroker,
+    scenario: Scenario,
+    early: int,
+    *,
+    crossings: int,
+    during_the_gap: Callable[[ControllerSimulator], None] = lambda simulator: None,
+) -> tuple[bool, list[Message], Agents]:
+    """Kill the agent once the early reads are acknowledged, keep it down for 2.5 idle timeouts
+    (``during_the_gap`` runs first), restart it and stop it once ``crossings`` distinct crossings
+    arrived (10 s at most). Returns whether the controller got every ACK, the crossing messages
+    and the agents (for their logs)."""
+    simulator = ControllerSimulator(scenario, speed=1.0)
+    simulator.start()
+    agents = Agents(tmp_path, write_config(tmp_path, simulator.device_path, mosquitto.port))
+    try:
+        with Subscriber(mosquitto.host, mosquitto.port, TOPICS.crossing) as subscriber:
+            start_until_the_early_reads_are_acknowledged(agents, simulator, early)
+            agents.kill()  # the crossing is open, opened by the reads, known only to the journal
+            during_the_gap(simulator)
+            time.sleep(2.5 * IDLE_TIMEOUT_S)  # the vehicle reaches the loop meanwhile
+            agents.start()
+            acknowledged = simulator.wait_done(30)
+            deadline = time.monotonic() + 10.0
+            while (
+                len(distinct_events(subscriber.messages)) < crossings
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.1)
+            assert agents.stop() == 0, agents.log_tail()
+            messages = subscriber.barrier()
+    finally:
+        agents.close()
+        simulator.stop()
+    return acknowledged, messages, agents
+
+
 def test_a_vehicle_its_cards_announced_survives_a_restart_slower_than_the_idle_timeout(
     tmp_path: Path, mosquitto: MosquittoBroker
 ) -> None:
@@ -305,31 +372,12 @@ def test_a_vehicle_its_cards_announced_survives_a_restart_slower_than_the_idle_t
     dropped as stragglers)."""
     epc = "E280116000000000000ACE01"
     early, later = 4, 5
-    scenario = Scenario(
-        name="cards before the loop",
-        vehicles=(Vehicle(dwell_s=1.5, gap_s=6.0, cards=(CardPass(epc=epc, reads=later),)),),
-        stray_reads=(StrayRead(at_s=0.5, card=CardPass(epc=epc, reads=early), duration_s=0.5),),
-        seed=7,
-        controller_id="LANE-KILL",
+    scenario = cards_before_the_loop(
+        "cards before the loop", epc, epc, early=early, later=later, gap_s=6.0, seed=7
     )
-    simulator = ControllerSimulator(scenario, speed=1.0)
-    simulator.start()
-    agents = Agents(tmp_path, write_config(tmp_path, simulator.device_path, mosquitto.port))
-    try:
-        with Subscriber(mosquitto.host, mosquitto.port, TOPICS.crossing) as subscriber:
-            start_until_the_early_reads_are_acknowledged(agents, simulator, early)
-            agents.kill()  # the crossing is open, opened by the reads, known only to the journal
-            time.sleep(2.5 * IDLE_TIMEOUT_S)  # the vehicle reaches the loop meanwhile
-            agents.start()
-            acknowledged = simulator.wait_done(30)
-            deadline = time.monotonic() + 10.0
-            while not subscriber.messages and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert agents.stop() == 0, agents.log_tail()
-            messages = subscriber.barrier()
-    finally:
-        agents.close()
-        simulator.stop()
+    acknowledged, messages, agents = kill_after_the_early_reads(
+        tmp_path, mosquitto, scenario, early, crossings=1
+    )
 
     assert acknowledged, "the controller still holds events the agent never acknowledged"
     events = list(distinct_events(messages).values())
@@ -343,7 +391,7 @@ def test_a_vehicle_its_cards_announced_survives_a_restart_slower_than_the_idle_t
         for event in events
     ]
     assert summary == [("tag", "departure", True, {epc: early + later})]
-    replays = [r for r in agents.log_records() if r["msg"].startswith("input journal: replaying")]
+    replays = agents.replays()
     assert replays, "the restart did not replay the journal"
 
 
@@ -358,34 +406,19 @@ def test_a_controller_reboot_during_the_restart_gap_does_not_merge_the_next_vehi
     crossing of its own, not merged into A."""
     card_a, card_b = "E280116000000000000A0001", "E280116000000000000B0002"
     early, later = 4, 5
-    scenario = Scenario(
-        name="controller reboot during the restart",
-        vehicles=(Vehicle(dwell_s=1.5, gap_s=7.0, cards=(CardPass(epc=card_b, reads=later),)),),
-        stray_reads=(StrayRead(at_s=0.5, card=CardPass(epc=card_a, reads=early), duration_s=0.5),),
-        seed=11,
-        controller_id="LANE-KILL",
+    scenario = cards_before_the_loop(
+        "controller reboot during the restart", card_a, card_b,
+        early=early, later=later, gap_s=7.0, seed=11,
+    )  # fmt: skip
+
+    def power_cut(simulator: ControllerSimulator) -> None:
+        old_boot = simulator.boot_id
+        simulator.reboot()  # a new boot id; whatever the controller held is lost
+        assert simulator.boot_id != old_boot
+
+    acknowledged, messages, agents = kill_after_the_early_reads(
+        tmp_path, mosquitto, scenario, early, crossings=2, during_the_gap=power_cut
     )
-    simulator = ControllerSimulator(scenario, speed=1.0)
-    simulator.start()
-    agents = Agents(tmp_path, write_config(tmp_path, simulator.device_path, mosquitto.port))
-    try:
-        with Subscriber(mosquitto.host, mosquitto.port, TOPICS.crossing) as subscriber:
-            start_until_the_early_reads_are_acknowledged(agents, simulator, early)
-            agents.kill()  # A's crossing is open, known only to the journal
-            old_boot = simulator.boot_id
-            simulator.reboot()  # the power cut: a new boot id
-            assert simulator.boot_id != old_boot
-            time.sleep(2.5 * IDLE_TIMEOUT_S)
-            agents.start()
-            acknowledged = simulator.wait_done(30)
-            deadline = time.monotonic() + 10.0
-            while len(distinct_events(subscriber.messages)) < 2 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert agents.stop() == 0, agents.log_tail()
-            messages = subscriber.barrier()
-    finally:
-        agents.close()
-        simulator.stop()
 
     assert acknowledged, "the controller still holds events the agent never acknowledged"
     summary = sorted(

@@ -15,6 +15,7 @@ from agent.lane.correlator import (
     OpenedBy,
 )
 from agent.lane.events import LaneInput, LoopChanged, TagRead, Tick
+from tests.lane.kit import arrive, depart, read
 
 CARD_A = "E28011606000020000000A01"
 CARD_B = "E28011606000020000000B02"
@@ -35,18 +36,6 @@ def run(events: list[LaneInput], settings: CorrelationSettings = SETTINGS) -> li
     for event in events:
         closed.extend(correlator.handle(event))
     return closed
-
-
-def read(at: float, epc: str, rssi: float = -50.0, antenna: int = 1) -> TagRead:
-    return TagRead(at=at, epc=epc, antenna=antenna, rssi_dbm=rssi)
-
-
-def arrive(at: float, loop: int = 1) -> LoopChanged:
-    return LoopChanged(at=at, loop_id=loop, occupied=True)
-
-
-def depart(at: float, loop: int = 1) -> LoopChanged:
-    return LoopChanged(at=at, loop_id=loop, occupied=False)
 
 
 def test_loop_occupied_then_clear_is_one_crossing_with_its_cards() -> None:

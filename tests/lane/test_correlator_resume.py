@@ -14,6 +14,7 @@ import pytest
 
 from agent.lane.correlator import ClosedBy, CorrelationSettings, CrossingCorrelator, OpenedBy
 from agent.lane.events import LaneInput, LoopChanged, Resumed, TagRead, Tick
+from tests.lane.kit import through_json
 
 CARD = "E28011606000020000000A01"
 OTHER = "E28011606000020000000B02"
@@ -28,11 +29,6 @@ def read(at: float, epc: str = CARD) -> TagRead:
 
 def loop(at: float, occupied: bool) -> LoopChanged:
     return LoopChanged(at=at, loop_id=1, occupied=occupied)
-
-
-def restarted(correlator: CrossingCorrelator) -> CrossingCorrelator:
-    """What a restart keeps: the exported state, written and read back as JSON."""
-    return CrossingCorrelator.restore(SETTINGS, json.loads(json.dumps(correlator.export_state())))
 
 
 def feed(correlator: CrossingCorrelator, *inputs: LaneInput) -> list[tuple[object, ...]]:
@@ -55,7 +51,7 @@ def feed(correlator: CrossingCorrelator, *inputs: LaneInput) -> list[tuple[objec
 def test_a_tag_opened_crossing_survives_a_downtime_longer_than_the_idle_timeout() -> None:
     correlator = CrossingCorrelator(SETTINGS)
     feed(correlator, read(1.0), read(1.4))
-    correlator = restarted(correlator)
+    correlator = through_json(correlator, SETTINGS)
     # Down from 1.4 to 20.0; the vehicle reached the loop meanwhile and the controller resends.
     closed = feed(correlator, Resumed(20.0), Tick(20.5), loop(20.6, True), read(20.7))
     assert closed == []
@@ -66,7 +62,7 @@ def test_a_tag_opened_crossing_survives_a_downtime_longer_than_the_idle_timeout(
 def test_without_resumed_the_same_downtime_closes_the_crossing_by_the_idle_timeout() -> None:
     correlator = CrossingCorrelator(SETTINGS)
     feed(correlator, read(1.0), read(1.4))
-    correlator = restarted(correlator)
+    correlator = through_json(correlator, SETTINGS)
     closed = feed(correlator, Tick(20.5))
     assert closed == [(OpenedBy.TAG, ClosedBy.IDLE_TIMEOUT, 1.0, 3.4, {CARD: (2, 1.0)})]
 
@@ -83,10 +79,10 @@ def test_the_idle_timeout_counts_on_from_the_resume_only_what_was_left() -> None
 def test_the_longest_stay_does_not_count_the_downtime() -> None:
     correlator = CrossingCorrelator(SETTINGS)
     feed(correlator, loop(1.0, True))
-    correlator = restarted(correlator)
+    correlator = through_json(correlator, SETTINGS)
     feed(correlator, Resumed(101.0))  # 100 s down
     assert feed(correlator, Tick(130.0)) == []
-    correlator = restarted(correlator)  # the pause survives a second restart
+    correlator = through_json(correlator, SETTINGS)  # the pause survives a second restart
     closed = feed(correlator, Tick(131.5))
     assert closed == [(OpenedBy.LOOP, ClosedBy.MAX_DURATION, 1.0, 131.0, {})]
 
@@ -133,7 +129,7 @@ def test_a_resume_after_a_controller_reboot_excises_nothing_and_closes_what_time
     is then a plain advance of time, and the next vehicle is not merged into the restored one."""
     correlator = CrossingCorrelator(SETTINGS)
     feed(correlator, read(1.0), read(1.4))
-    correlator = restarted(correlator)
+    correlator = through_json(correlator, SETTINGS)
     closed = feed(correlator, Resumed(20.0, excise=False))
     assert closed == [(OpenedBy.TAG, ClosedBy.IDLE_TIMEOUT, 1.0, 3.4, {CARD: (2, 1.0)})]
     closed = feed(correlator, loop(20.6, True), read(20.7, OTHER), loop(22.0, False))
@@ -143,6 +139,6 @@ def test_a_resume_after_a_controller_reboot_excises_nothing_and_closes_what_time
 def test_a_resume_after_a_controller_reboot_closes_a_loop_vehicle_at_its_longest_stay() -> None:
     correlator = CrossingCorrelator(SETTINGS)
     feed(correlator, loop(1.0, True), read(1.2))
-    correlator = restarted(correlator)
+    correlator = through_json(correlator, SETTINGS)
     closed = feed(correlator, Resumed(100.0, excise=False))
     assert closed == [(OpenedBy.LOOP, ClosedBy.MAX_DURATION, 1.0, 31.0, {CARD: (1, 1.2)})]

@@ -6,14 +6,13 @@ each committed crossing and, after a crash, restores it and replays the inputs t
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.lane.correlator import CorrelationSettings, Crossing, CrossingCorrelator, OpenedBy
 from agent.lane.events import LaneInput, LoopChanged, TagRead, Tick, VisionChanged, VisionFault
+from tests.lane.kit import through_json
 
 CARDS = ("E28011606000020000000A01", "E28011606000020000000B02", "E28011606000020000000C03")
 SETTINGS = CorrelationSettings(
@@ -26,11 +25,6 @@ def feed(correlator: CrossingCorrelator, inputs: list[LaneInput]) -> list[Crossi
     for lane_input in inputs:
         closed.extend(correlator.handle(lane_input))
     return closed
-
-
-def through_json(correlator: CrossingCorrelator) -> CrossingCorrelator:
-    """Export, write as JSON text (as the journal stores it), read back and restore."""
-    return CrossingCorrelator.restore(SETTINGS, json.loads(json.dumps(correlator.export_state())))
 
 
 _inputs = st.lists(
@@ -76,7 +70,7 @@ def test_restoring_the_exported_state_anywhere_gives_the_same_crossings(
 
     first = CrossingCorrelator(SETTINGS)
     closed = feed(first, inputs[:cut])
-    restored = through_json(first)
+    restored = through_json(first, SETTINGS)
     closed += feed(restored, inputs[cut:])
 
     assert closed == expected
@@ -88,7 +82,7 @@ def test_closed_count_numbers_crossings_across_a_restore() -> None:
     correlator = CrossingCorrelator(SETTINGS)
     feed(correlator, [LoopChanged(1.0, 1, True), LoopChanged(2.0, 1, False)])
     assert correlator.closed_count == 1
-    restored = through_json(correlator)
+    restored = through_json(correlator, SETTINGS)
     feed(restored, [LoopChanged(3.0, 1, True)])
     assert restored.closed_count == 1, "an open crossing is not counted"
     restored.close_all(4.0)
@@ -109,7 +103,7 @@ def test_the_open_crossing_and_the_straggler_memory_survive_a_restore() -> None:
             TagRead(2.4, staying, 2, -60.0, tid="E2003412"),
         ],
     )
-    restored = through_json(correlator)
+    restored = through_json(correlator, SETTINGS)
     closed = feed(restored, [TagRead(2.6, left, 1, -48.0), LoopChanged(4.0, 1, False)])
     assert len(closed) == 1
     crossing = closed[0]

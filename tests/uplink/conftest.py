@@ -13,6 +13,7 @@ import pytest
 from agent.uplink.outbox import Outbox, OutboxRow
 from agent.uplink.publisher import MqttUplink, UplinkState
 from agent.uplink.topics import Topics
+from firmware_bridge.link import ControllerLink, LinkMessage
 from firmware_bridge.scenario import Scenario
 from firmware_bridge.simulator import ControllerSimulator
 
@@ -103,3 +104,19 @@ def simulator() -> Iterator[ControllerSimulator]:
     running.start()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def link(simulator: ControllerSimulator) -> Iterator[ControllerLink]:
+    """A started link to ``simulator`` that pings and re-sends signal commands quickly."""
+    messages: list[LinkMessage] = []
+    controller = ControllerLink(
+        simulator.device_path,
+        messages.append,
+        ping_interval_s=0.1,
+        silence_timeout_s=1.0,
+        signal_retry_interval_s=0.05,
+    )
+    controller.start()
+    yield controller
+    controller.close()

@@ -8,10 +8,7 @@ the held crossings are stored, ``OFF``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from agent.status import StatusBoard
 from agent.uplink.delivery import FAULT_OUTBOX_FULL, Delivery
@@ -19,28 +16,13 @@ from agent.uplink.outbox import Outbox
 from agent.uplink.publisher import MqttUplink
 from agent.uplink.topics import Topics
 from firmware_bridge.codec import SignalState
-from firmware_bridge.link import ControllerLink, LinkMessage
+from firmware_bridge.link import ControllerLink
 from firmware_bridge.simulator import ControllerSimulator
 from tests.support.broker import free_port, wait_until
 
 TOPICS = Topics("lane-agent/v1", "port-7", "lane-3")
 CAP = 128 * 1024
 WAIT_S = 5.0
-
-
-@pytest.fixture
-def link(simulator: ControllerSimulator) -> Iterator[ControllerLink]:
-    messages: list[LinkMessage] = []
-    controller = ControllerLink(
-        simulator.device_path,
-        messages.append,
-        ping_interval_s=0.1,
-        silence_timeout_s=1.0,
-        signal_retry_interval_s=0.05,
-    )
-    controller.start()
-    yield controller
-    controller.close()
 
 
 def crossing_payload(seq: int) -> bytes:

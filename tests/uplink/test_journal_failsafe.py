@@ -21,7 +21,7 @@ from agent.uplink.outbox import Outbox
 from agent.uplink.publisher import MqttUplink
 from agent.uplink.topics import Topics
 from firmware_bridge.codec import SignalState
-from firmware_bridge.link import ControllerLink, LinkMessage
+from firmware_bridge.link import ControllerLink
 from firmware_bridge.simulator import ControllerSimulator
 from tests.support.broker import free_port, wait_until
 
@@ -31,16 +31,7 @@ WAIT_S = 5.0
 
 
 @pytest.fixture
-def delivery(tmp_path: Path, simulator: ControllerSimulator) -> Iterator[Delivery]:
-    messages: list[LinkMessage] = []
-    link = ControllerLink(
-        simulator.device_path,
-        messages.append,
-        ping_interval_s=0.1,
-        silence_timeout_s=1.0,
-        signal_retry_interval_s=0.05,
-    )
-    link.start()
+def delivery(tmp_path: Path, link: ControllerLink) -> Iterator[Delivery]:
     outbox = Outbox(tmp_path / "outbox.db", max_bytes=CAP)
     # Never started: storing is what matters here, not sending.
     uplink = MqttUplink(outbox, TOPICS, host="127.0.0.1", port=free_port(), client_id="lane")
@@ -51,7 +42,6 @@ def delivery(tmp_path: Path, simulator: ControllerSimulator) -> Iterator[Deliver
     built.attach_signal(link)
     wait_until(lambda: link.is_up, WAIT_S, "the controller link up")
     yield built
-    link.close()
     outbox.close()
 
 

@@ -42,7 +42,7 @@ def test_a_failed_uplink_is_rebuilt_and_the_new_one_delivers_what_the_failed_one
     rebuilt: list[MqttUplink] = []
 
     def rebuild(failed: MqttUplink) -> MqttUplink:
-        uplink, _ = make_uplink(mosquitto.host, mosquitto.port, status=board, replaces=failed)
+        uplink, _ = make_uplink(mosquitto.host, mosquitto.port, status=board)
         rebuilt.append(uplink)
         return uplink
 
