@@ -340,7 +340,7 @@ def bundle_publish(
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-    from agent.uplink.topics import cache_update_topic
+    from agent.wire.topics import cache_update_topic
 
     data = file.read_bytes()
     if not data.startswith(MAGIC):

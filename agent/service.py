@@ -56,7 +56,6 @@ from agent import __version__
 from agent.cache import CredentialCache
 from agent.cache.channel import CacheChannel
 from agent.config import AgentConfig
-from agent.crossing_event import LaneIdentity, build_crossing_event, encode, uuid7
 from agent.lane.engine import LaneEngine
 from agent.lane.events import (
     LaneInput,
@@ -78,7 +77,8 @@ from agent.uplink.journal import (
     JournalledEngine,
 )
 from agent.uplink.publisher import UplinkState
-from agent.uplink.topics import Topics
+from agent.wire.crossing_event import LaneIdentity, build_crossing_event, encode, uuid7
+from agent.wire.topics import Topics
 from firmware_bridge import codec
 from firmware_bridge.link import (
     ControllerEvent,

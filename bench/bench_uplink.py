@@ -43,7 +43,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.uplink.outbox import Outbox, OutboxRow
 from agent.uplink.publisher import MqttUplink, UplinkState
-from agent.uplink.topics import Topics
+from agent.wire.topics import Topics
 from tests.support.broker import MosquittoBroker
 
 TOPICS = Topics("lane-agent/v1", "BENCH", "L01")

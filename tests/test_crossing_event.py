@@ -5,24 +5,24 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import jsonschema
 import pytest
 
-from agent.crossing_event import CacheInfo, LaneIdentity, build_crossing_event, encode, iso, uuid7
 from agent.lane.correlator import CardObservation, ClosedBy, Crossing, OpenedBy
 from agent.lane.credentials import Credential, CredentialStatus, DocumentType, Program
 from agent.lane.policy import LanePolicy, LaneType, Reason, decide
-
-SCHEMA = json.loads(
-    (
-        Path(__file__).resolve().parent.parent
-        / "agent"
-        / "schemas"
-        / "crossing-event.v1.schema.json"
-    ).read_text()
+from agent.wire.crossing_event import (
+    CacheInfo,
+    LaneIdentity,
+    build_crossing_event,
+    encode,
+    iso,
+    uuid7,
 )
+from agent.wire.schema import load_schema
+
+SCHEMA = load_schema("lane-agent/crossing-event/1")
 LANE = LaneIdentity(
     port_id="SYS-0250", lane_id="L03", lane_type=LaneType.TRUSTED_TRAVELLER, agent_version="0.1.0"
 )

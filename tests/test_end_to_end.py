@@ -28,13 +28,14 @@ from agent.service import EXIT_LINK_FAILED, EXIT_UPLINK_FAILED, LaneService, Upl
 from agent.uplink import Topics, all_crossings_filter
 from agent.uplink.delivery import UPLINK_REBUILDS
 from agent.uplink.publisher import UplinkState
+from agent.wire.schema import load_schema
 from firmware_bridge.codec import Loop, TagRead
 from firmware_bridge.scenario import CardPass, Scenario, Vehicle, generate_scenario, load_scenario
 from firmware_bridge.simulator import ControllerSimulator
 from tests.support.broker import MosquittoBroker, Subscriber, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = json.loads((ROOT / "agent" / "schemas" / "crossing-event.v1.schema.json").read_text())
+SCHEMA = load_schema("lane-agent/crossing-event/1")
 KNOWN = [str(record["ref"]) for record in demo_records()]
 SPEED = 10.0
 

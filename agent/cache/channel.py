@@ -25,8 +25,8 @@ from agent.cache.store import CredentialCache
 from agent.cache.trust import TrustStore
 from agent.cache.updates import CacheUpdates, UpdatesStats
 from agent.config import AgentConfig
-from agent.crossing_event import CacheInfo
 from agent.lane.policy import LanePolicy
+from agent.wire.crossing_event import CacheInfo
 
 logger = logging.getLogger(__name__)
 

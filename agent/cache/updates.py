@@ -1,7 +1,7 @@
 """Cache updates over MQTT: central's signed bundles in, resync requests out.
 
 One paho client (client id ``<lane client id>-updates``, its own persistent session) subscribes
-at QoS 1 to :func:`agent.uplink.topics.cache_updates_filter`. Messages are acknowledged manually,
+at QoS 1 to :func:`agent.wire.topics.cache_updates_filter`. Messages are acknowledged manually,
 after the worker has installed or refused them, so a bundle received just before a crash is
 delivered again by the broker instead of being lost.
 
@@ -12,7 +12,7 @@ it re-reads the installed state and switches the lookups to a swapped snapshot.
 
 A delta that does not follow the installed version (a gap) or a freshness notice for a version
 the lane does not have makes the worker publish a resync request (at most once per
-``resync_interval_s``) on :func:`agent.uplink.topics.cache_resync_topic`::
+``resync_interval_s``) on :func:`agent.wire.topics.cache_resync_topic`::
 
     {"installed_version": 41, "revocation_serial": 7, "reason": "gap",
      "detail": "delta from 42 to 43, installed is 41", "requested_at": "2026-11-28T07:00:00Z"}
@@ -41,7 +41,7 @@ from agent.cache.bundle import BundleRefusedError, Kind, RefusalReason
 from agent.cache.install import CacheInstaller, CacheState
 from agent.cache.records import format_timestamp
 from agent.cache.store import CacheError, CredentialCache
-from agent.uplink.topics import cache_resync_topic, cache_update_kind, cache_updates_filter
+from agent.wire.topics import cache_resync_topic, cache_update_kind, cache_updates_filter
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from agent.uplink.outbox import (
     open_outbox,
 )
 from agent.uplink.publisher import MqttUplink, TlsFiles, UplinkState, UplinkStats
-from agent.uplink.topics import (
+from agent.wire.topics import (
     DEFAULT_PREFIX,
     InvalidTopicPartError,
     Topics,

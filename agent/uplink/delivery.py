@@ -37,7 +37,7 @@ from agent.uplink.holding import CrossingCommitter, PendingRecord
 from agent.uplink.journal import InputJournal
 from agent.uplink.outbox import Outbox, OutboxFullError, OutboxRow, open_outbox
 from agent.uplink.publisher import MqttUplink, TlsFiles, UplinkState
-from agent.uplink.topics import Topics
+from agent.wire.topics import Topics
 from firmware_bridge.codec import SignalState
 
 log = logging.getLogger(__name__)

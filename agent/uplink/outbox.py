@@ -57,7 +57,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from agent.uplink.topics import validate_topic_name
+from agent.wire.topics import validate_topic_name
 
 log = logging.getLogger(__name__)
 

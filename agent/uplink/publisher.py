@@ -87,7 +87,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.status import StatusBoard, iso_time
 from agent.uplink.outbox import PRIORITY_CROSSING, Outbox, OutboxError, OutboxRow
-from agent.uplink.topics import (
+from agent.wire.topics import (
     AVAILABILITY_OFFLINE,
     AVAILABILITY_ONLINE,
     AVAILABILITY_STOPPED,

@@ -25,12 +25,10 @@ from typing import Any, Protocol
 import cv2
 
 from agent.config import AgentConfig
-from agent.crossing_event import plate_image
 from agent.lane.events import PlateSeen, VisionChanged, VisionFault
 from agent.lane.policy import Decision
 from agent.status import StatusBoard
 from agent.uplink.outbox import PRIORITY_IMAGE, Outbox, OutboxError, OutboxRow
-from agent.uplink.topics import Topics
 from agent.vision.capture import (
     CameraCapture,
     CaptureState,
@@ -40,6 +38,8 @@ from agent.vision.capture import (
     open_source,
 )
 from agent.vision.types import PlateRead
+from agent.wire.crossing_event import plate_image
+from agent.wire.topics import Topics
 
 logger = logging.getLogger(__name__)
 

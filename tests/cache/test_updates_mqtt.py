@@ -26,7 +26,7 @@ from agent.cache.updates import CacheUpdates
 from agent.cli import main
 from agent.config import load_config
 from agent.service import LaneService
-from agent.uplink.topics import all_crossings_filter, cache_resync_topic, cache_update_topic
+from agent.wire.topics import all_crossings_filter, cache_resync_topic, cache_update_topic
 from firmware_bridge.scenario import CardPass, Scenario, Vehicle
 from firmware_bridge.simulator import ControllerSimulator
 from tests.cache.conftest import valid_record, write_ndjson

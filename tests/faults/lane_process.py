@@ -28,11 +28,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.config import AgentConfig, LaneConfig, LoggingConfig, MqttConfig, OutboxConfig
-from agent.crossing_event import uuid7
 from agent.logs import configure_logging
 from agent.uplink.delivery import Delivery
 from agent.uplink.publisher import UplinkState
-from agent.uplink.topics import Topics
+from agent.wire.crossing_event import uuid7
+from agent.wire.topics import Topics
 from firmware_bridge.codec import SignalState
 
 PORT_ID = "port-7"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from agent.uplink.outbox import Outbox
 from agent.uplink.publisher import MqttUplink, UplinkState
-from agent.uplink.topics import Topics
+from agent.wire.topics import Topics
 
 TOPICS = Topics("lane-agent/v1", "port-7", "lane-3")
 

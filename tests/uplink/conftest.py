@@ -12,7 +12,7 @@ import pytest
 
 from agent.uplink.outbox import Outbox, OutboxRow
 from agent.uplink.publisher import MqttUplink, UplinkState
-from agent.uplink.topics import Topics
+from agent.wire.topics import Topics
 from firmware_bridge.link import ControllerLink, LinkMessage
 from firmware_bridge.scenario import Scenario
 from firmware_bridge.simulator import ControllerSimulator

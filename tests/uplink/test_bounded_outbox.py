@@ -17,7 +17,7 @@ from agent.uplink.outbox import (
     OutboxRow,
     open_outbox,
 )
-from agent.uplink.topics import Topics
+from agent.wire.topics import Topics
 
 TOPICS = Topics("lane-agent/v1", "port-7", "lane-3")
 CAP = 256 * 1024

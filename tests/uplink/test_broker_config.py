@@ -23,7 +23,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.uplink.outbox import Outbox
 from agent.uplink.publisher import TlsFiles, UplinkState
-from agent.uplink.topics import Topics
+from agent.wire.topics import Topics
 from tests.support.broker import LOOPBACK, MosquittoBroker, Subscriber, wait_until
 from tests.support.pki import Identity, TestPki
 from tests.uplink.conftest import UplinkFactory, append_crossings, seqs

@@ -13,7 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from agent.status import StatusBoard
 from agent.uplink.outbox import Outbox
 from agent.uplink.publisher import UplinkState
-from agent.uplink.topics import Topics
+from agent.wire.topics import Topics
 from tests.support.broker import MosquittoBroker, Subscriber, wait_until
 from tests.uplink.conftest import UplinkFactory, append_crossings, seqs
 

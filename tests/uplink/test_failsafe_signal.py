@@ -14,7 +14,7 @@ from agent.status import StatusBoard
 from agent.uplink.delivery import FAULT_OUTBOX_FULL, Delivery
 from agent.uplink.outbox import Outbox
 from agent.uplink.publisher import MqttUplink
-from agent.uplink.topics import Topics
+from agent.wire.topics import Topics
 from firmware_bridge.codec import SignalState
 from firmware_bridge.link import ControllerLink
 from firmware_bridge.simulator import ControllerSimulator

@@ -34,7 +34,7 @@ from agent.uplink.journal import (
     JournalledEngine,
 )
 from agent.uplink.outbox import PRIORITY_IMAGE, Outbox, OutboxFullError
-from agent.uplink.topics import Topics
+from agent.wire.topics import Topics
 from firmware_bridge.link import EventOrigin
 from tests.lane.kit import arrive, depart, read
 

@@ -19,7 +19,7 @@ from agent.uplink.delivery import FAULT_JOURNAL_UNAVAILABLE, FAULT_OUTBOX_FULL, 
 from agent.uplink.journal import Checkpoint
 from agent.uplink.outbox import Outbox
 from agent.uplink.publisher import MqttUplink
-from agent.uplink.topics import Topics
+from agent.wire.topics import Topics
 from firmware_bridge.codec import SignalState
 from firmware_bridge.link import ControllerLink
 from firmware_bridge.simulator import ControllerSimulator

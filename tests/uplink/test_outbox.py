@@ -22,7 +22,7 @@ from agent.uplink.outbox import (
     OutboxRowNotFoundError,
     OutboxSchemaError,
 )
-from agent.uplink.topics import InvalidTopicPartError, Topics
+from agent.wire.topics import InvalidTopicPartError, Topics
 
 TOPIC = Topics("lane-agent/v1", "port-7", "lane-3").crossing
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from agent.status import StatusBoard
 from agent.uplink.outbox import PRIORITY_HEALTH, PRIORITY_IMAGE, Outbox, OutboxRow
 from agent.uplink.publisher import FAULT_OUTBOX_ERROR, MqttUplink, UplinkState, backoff_delay
-from agent.uplink.topics import Topics
+from agent.wire.topics import Topics
 from tests.support.broker import LOOPBACK, MosquittoBroker, Subscriber, free_port, wait_until
 from tests.support.proxy import TcpProxy
 from tests.uplink.conftest import UplinkFactory, append_crossings, crossing_payload, seqs

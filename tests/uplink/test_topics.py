@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.uplink.topics import (
+from agent.wire.topics import (
     DEFAULT_PREFIX,
     InvalidTopicPartError,
     Topics,

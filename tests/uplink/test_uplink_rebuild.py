@@ -21,7 +21,7 @@ from agent.uplink.delivery import (
 )
 from agent.uplink.outbox import Outbox, OutboxRow
 from agent.uplink.publisher import MqttUplink, UplinkState
-from agent.uplink.topics import Topics
+from agent.wire.topics import Topics
 from tests.support.broker import MosquittoBroker, wait_until
 from tests.uplink.conftest import UplinkFactory, append_crossings
 

@@ -22,11 +22,12 @@ from agent.cache import CredentialCache
 from agent.demo import demo_config, demo_records
 from agent.service import LaneService
 from agent.uplink import all_crossings_filter
-from agent.uplink.topics import Topics
 from agent.vision.capture import CaptureError, Image
 from agent.vision.models import DEFAULT_MODELS_DIR, load_manifest
 from agent.vision.reader import DETECTOR_MODEL
 from agent.vision.synth import ScenarioCamera, vehicle_at_booth
+from agent.wire.schema import load_schema
+from agent.wire.topics import Topics
 from firmware_bridge.scenario import Scenario, generate_scenario
 from firmware_bridge.simulator import ControllerSimulator
 from tests.support.broker import MosquittoBroker, Subscriber, wait_until
@@ -34,7 +35,7 @@ from tests.support.broker import MosquittoBroker, Subscriber, wait_until
 pytestmark = pytest.mark.broker
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = json.loads((ROOT / "agent" / "schemas" / "crossing-event.v1.schema.json").read_text())
+SCHEMA = load_schema("lane-agent/crossing-event/1")
 ACTIVE_ACCEPTED = [
     str(r["ref"])
     for r in demo_records()

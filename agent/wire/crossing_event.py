@@ -1,7 +1,7 @@
 """The crossing event: what central operations receive for every vehicle, as JSON.
 
 The wire format is versioned by ``schema`` and described by
-``agent/schemas/crossing-event.v1.schema.json``; every field here is one central needs to act
+``agent/wire/schemas/crossing-event.v1.schema.json``; every field here is one central needs to act
 on the crossing, and nothing more: the card reference and the opaque holder reference (so
 central can pull up the holder), the match result and program, never names, birth dates or the
 tag's chip id.
