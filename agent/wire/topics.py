@@ -154,6 +154,18 @@ def all_statuses_filter(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}/+/+/status"
 
 
+def all_plate_images_filter(prefix: str = DEFAULT_PREFIX) -> str:
+    """Subscription filter for the plate-image topic of every lane at every port under ``prefix``."""
+    _check_levels("prefix", prefix, single_level=False)
+    return f"{prefix}/+/+/plate-image"
+
+
+def all_availability_filter(prefix: str = DEFAULT_PREFIX) -> str:
+    """Subscription filter for the availability topic of every lane at every port under ``prefix``."""
+    _check_levels("prefix", prefix, single_level=False)
+    return f"{prefix}/+/+/availability"
+
+
 def shared_subscription(group: str, topic_filter: str) -> str:
     """MQTT v5 shared subscription: each matching message goes to one member of ``group``."""
     _check_levels("group", group, single_level=True)
