@@ -261,34 +261,7 @@ def lanes(dsn: str | None, port_id: str | None, as_json: bool) -> None:
     if as_json:
         _print_json(rows)
         return
-    _print_table(
-        [
-            "LANE",
-            "STATE",
-            "SEEN",
-            "LAST CROSSING",
-            "ACKED/HIGHEST",
-            "GAPS",
-            "OUTBOX",
-            "CACHE",
-            "FAULTS",
-        ],
-        [
-            [
-                f"{row['port_id']}/{row['lane_id']}",
-                row["state"],
-                _age(row["seen_age_s"]),
-                _clock(row["last_crossing_at"]),
-                f"{row['acked_seq']}/{row['highest_seq']}",
-                str(row["open_gaps"]) + (f" ({row['missing']} missing)" if row["missing"] else ""),
-                _outbox(row),
-                _cache(row),
-                ",".join(row["faults"]) or "-",
-            ]
-            for row in rows
-        ],
-    )
-    click.echo(f"{len(rows)} lane(s)")
+    click.echo(format_lanes(rows))
 
 
 @main.command()
@@ -321,23 +294,7 @@ def crossings(
     if as_json:
         _print_json(rows)
         return
-    _print_table(
-        ["CLOSED", "LANE", "SEQ", "RECOMMENDATION", "REASONS", "CARDS", "PLATE", "DELIVERY"],
-        [
-            [
-                _clock(row["closed_at"]),
-                f"{row['port_id']}/{row['lane_id']}",
-                str(row["seq"]),
-                row["recommendation"],
-                ",".join(row["reasons"]) or "-",
-                str(row["cards"]),
-                row["plate_text"] or "-",
-                f"{row['delivery_s']:.1f} s",
-            ]
-            for row in rows
-        ],
-    )
-    click.echo(f"{len(rows)} crossing(s)")
+    click.echo(format_crossings(rows))
 
 
 @main.command()
@@ -356,7 +313,7 @@ def gaps(
     if as_json:
         _print_json(rows)
         return
-    _print_table(
+    _echo_table(
         ["LANE", "SEQS", "OPENED", "CLOSED", "OPEN FOR"],
         [
             [
@@ -387,7 +344,7 @@ def quarantine(dsn: str | None, reason: str | None, limit: int, as_json: bool) -
     if as_json:
         _print_json(rows)
         return
-    _print_table(
+    _echo_table(
         ["ID", "RECEIVED", "TOPIC", "REASON", "DETAIL"],
         [
             [str(row["id"]), _clock(row["received_at"]), row["topic"], row["reason"], row["detail"]]
@@ -397,6 +354,44 @@ def quarantine(dsn: str | None, reason: str | None, limit: int, as_json: bool) -
     click.echo(f"{len(rows)} message(s)")
 
 
+# --- demo -------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--lanes", type=click.IntRange(1, 20), default=3, show_default=True)
+@click.option(
+    "--vehicles", type=click.IntRange(1, 1000), default=5, show_default=True, help="Per lane."
+)
+@click.option("--speed", type=click.FloatRange(1.0, 20.0), default=4.0, show_default=True,
+              help="Simulated time runs this many times faster than real time.")  # fmt: skip
+@click.option("--admin-dsn", envvar="LANE_CENTRAL_ADMIN_DSN", default="postgresql://postgres@127.0.0.1:5432/postgres",
+              show_default=True, help="A role that may create the demo's database (env LANE_CENTRAL_ADMIN_DSN).")  # fmt: skip
+@click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Keep the lanes' files and every log here (default: a temp dir).")  # fmt: skip
+@click.option(
+    "--keep-database", is_flag=True, help="Keep the demo's database to explore it afterwards."
+)
+@click.option("--timeout", "timeout_s", type=click.FloatRange(10), default=120.0, show_default=True)
+def demo(lanes: int, vehicles: int, speed: float, admin_dsn: str, workdir: Path | None,
+         keep_database: bool, timeout_s: float) -> None:  # fmt: skip
+    """Simulated lanes, a broker, two ingest workers and PostgreSQL, end to end.
+
+    Each lane is the real lane agent on a simulated lane controller; the demo ends when every
+    crossing is stored and every lane's outbox was emptied by the ingest's watermark.
+    """
+    from central.demo import DemoError, run_demo
+
+    try:
+        code = run_demo(
+            lanes=lanes, vehicles=vehicles, speed=speed, admin_dsn=admin_dsn, workdir=workdir,
+            keep_database=keep_database, timeout_s=timeout_s, out=sys.stdout,
+        )  # fmt: skip
+    except DemoError as error:
+        _fail(str(error), EX_UNAVAILABLE)
+        return
+    sys.exit(code)
+
+
 # --- formatting -------------------------------------------------------------------------------
 
 
@@ -404,14 +399,75 @@ def _print_json(rows: list[dict[str, Any]]) -> None:
     click.echo(json.dumps(rows, indent=2, default=str))
 
 
-def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-    for line in (header, *rows):
-        click.echo(
-            "  ".join(
-                str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)
-            ).rstrip()
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in (header, *rows)
+    )
+
+
+def _echo_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    click.echo(table(header, rows))
+
+
+def format_lanes(rows: list[dict[str, Any]]) -> str:
+    """The board as ``lane-central lanes`` prints it."""
+    return (
+        table(
+            [
+                "LANE",
+                "STATE",
+                "SEEN",
+                "LAST CROSSING",
+                "ACKED/HIGHEST",
+                "GAPS",
+                "OUTBOX",
+                "CACHE",
+                "FAULTS",
+            ],
+            [
+                [
+                    f"{row['port_id']}/{row['lane_id']}",
+                    row["state"],
+                    _age(row["seen_age_s"]),
+                    _clock(row["last_crossing_at"]),
+                    f"{row['acked_seq']}/{row['highest_seq']}",
+                    str(row["open_gaps"])
+                    + (f" ({row['missing']} missing)" if row["missing"] else ""),
+                    _outbox(row),
+                    _cache(row),
+                    ",".join(row["faults"]) or "-",
+                ]
+                for row in rows
+            ],
         )
+        + f"\n{len(rows)} lane(s)"
+    )
+
+
+def format_crossings(rows: list[dict[str, Any]]) -> str:
+    """Crossings as ``lane-central crossings`` prints them (card numbers not shown, only counts)."""
+    return (
+        table(
+            ["CLOSED", "LANE", "SEQ", "RECOMMENDATION", "REASONS", "CARDS", "PLATE", "DELIVERY"],
+            [
+                [
+                    _clock(row["closed_at"]),
+                    f"{row['port_id']}/{row['lane_id']}",
+                    str(row["seq"]),
+                    row["recommendation"],
+                    ",".join(row["reasons"]) or "-",
+                    str(row["cards"]),
+                    row["plate_text"] or "-",
+                    f"{row['delivery_s']:.1f} s",
+                ]
+                for row in rows
+            ],
+        )
+        + f"\n{len(rows)} crossing(s)"
+    )
 
 
 def _utc(moment: datetime | None) -> datetime | None:
