@@ -4,9 +4,11 @@
 #
 #   ./dev.sh demo [--vehicles N]   the agent's main job on simulated lane hardware
 #   ./dev.sh test [pytest args]    lint, type checks and the whole test suite
+#   ./dev.sh central-demo [opts]   simulated lanes, a broker, the ingest and PostgreSQL, end to end
 #
-# System packages (python3-venv, mosquitto; strace for the tests) are installed with apt-get when missing; the
-# Python dependencies go into .venv, reinstalled whenever pyproject.toml changes.
+# System packages (python3-venv, mosquitto; strace for the tests; postgresql for central's tests and demo)
+# are installed with apt-get when missing; the Python dependencies go into .venv, reinstalled whenever
+# pyproject.toml changes.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -48,9 +50,50 @@ ensure_venv() {
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade "pip>=25.1"
     # --group needs pip 25.1+ (PEP 735 dependency groups).
-    "$VENV/bin/python" -m pip install -q -e . --group dev
+    "$VENV/bin/python" -m pip install -q -e ".[central]" --group dev
     rm -f "$VENV"/.installed-*
     touch "$stamp"
+}
+
+PG_ADMIN_DSN_DEFAULT="postgresql://postgres@127.0.0.1:5432/postgres"
+
+pg_reachable() {
+    "$VENV/bin/python" -c 'import sys, psycopg; psycopg.connect(sys.argv[1], connect_timeout=3).close()' \
+        "$1" >/dev/null 2>&1
+}
+
+use_postgresql() {
+    # $1 = a DSN of a role that may create databases: central's tests and demo make their own.
+    export LANE_CENTRAL_TEST_DSN="$1"
+    export LANE_CENTRAL_ADMIN_DSN="${LANE_CENTRAL_ADMIN_DSN:-$1}"
+}
+
+ensure_postgresql() {
+    # Central's tests and demo need a PostgreSQL server (fail loudly, never skip): use the one
+    # given or running, else install it, start its clusters (no init system on CI machines) and,
+    # where loopback wants a password (a fresh install), make a role for them.
+    local dsn="${LANE_CENTRAL_TEST_DSN:-$PG_ADMIN_DSN_DEFAULT}" sudo=""
+    pg_reachable "$dsn" && { use_postgresql "$dsn"; return 0; }
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    command -v pg_lsclusters >/dev/null 2>&1 || apt_install postgresql
+    pg_lsclusters --no-header | while read -r version name _port status _rest; do
+        [ "$status" = online ] || $sudo pg_ctlcluster "$version" "$name" start
+    done
+    for _ in $(seq 1 30); do
+        pg_reachable "$dsn" && { use_postgresql "$dsn"; return 0; }
+        $sudo runuser -u postgres -- psql -Atqc 'SELECT 1' >/dev/null 2>&1 && break
+        sleep 1
+    done
+    $sudo runuser -u postgres -- psql -q -c "DO \$\$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'lane_central_dev') THEN
+            CREATE ROLE lane_central_dev LOGIN CREATEDB PASSWORD 'lane_central_dev';
+        END IF; END \$\$;"
+    dsn="postgresql://lane_central_dev:lane_central_dev@127.0.0.1:5432/postgres"
+    pg_reachable "$dsn" || {
+        echo "dev.sh: PostgreSQL runs but $dsn cannot connect; set LANE_CENTRAL_TEST_DSN" >&2
+        exit 1
+    }
+    use_postgresql "$dsn"
 }
 
 cmd=${1:-help}
@@ -64,13 +107,20 @@ case "$cmd" in
     test)
         ensure_system_packages test
         ensure_venv
+        ensure_postgresql
         "$VENV/bin/ruff" check .
         "$VENV/bin/ruff" format --check .
         "$VENV/bin/mypy"
         exec "$VENV/bin/pytest" "$@"
         ;;
+    central-demo)
+        ensure_system_packages
+        ensure_venv
+        ensure_postgresql
+        exec "$VENV/bin/lane-central" demo "$@"
+        ;;
     *)
-        sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac
