@@ -13,7 +13,8 @@ character by character, each character weighted by the reader's confidence in it
    look-alikes), scored by the product of per-position vote shares times the share of the
    evidence that agreed on the length; readings of other lengths stay as whole-string
    candidates with their own, smaller, score;
-4. jurisdiction formats (US states, Mexican and Canadian plates the lane sees) are evidence,
+4. jurisdiction formats (:mod:`agent.lane.plate_formats`: US states, every Mexican border state
+   and the federal plates, Canadian provinces, the European plates seen most) are evidence,
    not rules: a candidate that fits no known format keeps half of its score, so vanity plates
    still read, but a look-alike character (O/0, I/1, B/8, S/5, Z/2), where readers are least
    reliable, goes the way the format says: ``TOE003`` read as ``T0E003`` votes ``TOE003``.
@@ -31,11 +32,12 @@ import enum
 import itertools
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from agent.lane.credentials import RegisteredVehicle
 from agent.lane.events import PlateSeen, VisionFault
+from agent.lane.plate_formats import compiled_formats
 
 LOOKALIKE_PAIRS: tuple[tuple[str, str], ...] = (
     ("O", "0"),
@@ -52,26 +54,10 @@ _PARTNER: dict[str, str] = {
     **{digit: letter for letter, digit in LOOKALIKE_PAIRS},
 }
 
-PLATE_FORMATS: Mapping[str, tuple[str, ...]] = {
-    # Current standard issue passenger formats of the jurisdictions a southern or northern land
-    # border lane sees most; vanity and specialty plates fit none and are still read.
-    "US-CA": (r"[0-9][A-Z]{3}[0-9]{3}",),
-    "US-AZ": (r"[A-Z]{3}[0-9]{4}",),
-    "US-TX": (r"[A-Z]{3}[0-9]{4}", r"[A-Z]{2}[0-9][A-Z]{4}"),
-    "US-NM": (r"[A-Z]{3}[0-9]{3}", r"[0-9]{3}[A-Z]{3}"),
-    "US-NY": (r"[A-Z]{3}[0-9]{4}",),
-    "US-WA": (r"[A-Z]{3}[0-9]{4}",),
-    "US-MI": (r"[A-Z]{3}[0-9]{4}", r"[0-9][A-Z]{3}[0-9]{2}"),
-    "CA-BC": (r"[A-Z]{2}[0-9]{3}[A-Z]", r"[0-9]{3}[A-Z]{3}"),
-    "CA-ON": (r"[A-Z]{4}[0-9]{3}",),
-    # NOM-001-SCT-2-2016 private cars (AAA-000-A) and the older state series (AAA-00-00).
-    "MX": (r"[A-Z]{3}[0-9]{3}[A-Z]", r"[A-Z]{3}[0-9]{4}"),
-}
-"""Jurisdiction code → full-match patterns of its standard plates (characters A-Z, 0-9 only)."""
-
-_COMPILED_FORMATS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (name, re.compile(pattern)) for name, patterns in PLATE_FORMATS.items() for pattern in patterns
-)
+_COMPILED_FORMATS: tuple[tuple[str, re.Pattern[str]], ...] = compiled_formats()
+"""Every standard format of :data:`agent.lane.plate_formats.JURISDICTIONS`, compiled once."""
+_EVIDENCE_FORMATS: tuple[tuple[str, re.Pattern[str]], ...] = compiled_formats(evidence_only=True)
+"""The formats specific enough to rank readings (see ``JurisdictionFormats.evidence``)."""
 
 MAX_PLATE_LENGTH = 16
 """Longer readings are reader garbage (no jurisdiction issues plates this long)."""
@@ -109,6 +95,11 @@ def plate_formats(text: str) -> tuple[str, ...]:
     """Jurisdictions whose standard plate format ``text`` fits (possibly several, or none)."""
     found = dict.fromkeys(name for name, pattern in _COMPILED_FORMATS if pattern.fullmatch(text))
     return tuple(found)
+
+
+def fits_known_format(text: str) -> bool:
+    """``text`` fits a format specific enough to count as evidence that it is read right."""
+    return any(pattern.fullmatch(text) for _, pattern in _EVIDENCE_FORMATS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,15 +164,18 @@ def vote(readings: Sequence[PlateSeen], *, top_n: int = 5) -> PlateVote | None:
         scored[text] = evidence * length_share
     for reading, text in usable:
         if len(text) != length:
+            # On the same scale as the beam's strings: the chance that every character is
+            # right (the product of the character confidences, not their geometric mean).
             share = by_length[len(text)] / total_weight
-            scored[text] = max(scored.get(text, 0.0), share * reading.confidence)
+            whole = math.prod(_per_char_confidences(reading, text))
+            scored[text] = max(scored.get(text, 0.0), share * whole)
     strongest = sorted(scored.items(), key=lambda item: -item[1])[:_SWAPPED_CANDIDATES]
     for text, score in strongest:
-        if plate_formats(text):
+        if fits_known_format(text):
             continue
         for variant, swaps in _lookalike_variants(text):
             corrected = score * LOOKALIKE_SHARE**swaps
-            if corrected > scored.get(variant, 0.0) and plate_formats(variant):
+            if corrected > scored.get(variant, 0.0) and fits_known_format(variant):
                 scored[variant] = corrected
     ranked = sorted(
         ((text, score * _format_factor(text)) for text, score in scored.items()),
@@ -284,7 +278,7 @@ def _char_shares(positions: Sequence[_Position], text: str, readings: int) -> tu
 
 
 def _format_factor(text: str) -> float:
-    return 1.0 if plate_formats(text) else OFF_FORMAT_FACTOR
+    return 1.0 if fits_known_format(text) else OFF_FORMAT_FACTOR
 
 
 def _unit(value: float) -> float:

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from agent.lane.plates import fits_known_format
 from agent.vision.detector import TextBox, TextDetector, order_reading
 from agent.vision.models import DEFAULT_MODELS_DIR, ModelError, load_manifest, open_model
 from agent.vision.types import PlateRead
@@ -341,17 +342,6 @@ _EU_LDL = re.compile(r"^[A-Z01]{2}[0-9OI]{3}[A-Z01]{2}$")
 """Two letters, three digits, two letters (Slovak and similar European formats), with the
 look-alikes O/0 and I/1 allowed either way."""
 
-US_FORMATS = (
-    re.compile(r"^[0-9][A-Z]{3}[0-9]{3}$"),  # California and others: 1ABC234
-    re.compile(r"^[A-Z]{3}[0-9]{4}$"),  # ABC1234 (Texas, New York, Pennsylvania, ...)
-    re.compile(r"^[A-Z]{3}[0-9]{3}$"),  # ABC123
-    re.compile(r"^[0-9]{3}[A-Z]{3}$"),  # 123ABC
-    re.compile(r"^[A-Z]{2}[0-9][A-Z][0-9][A-Z]$"),  # Washington-style AB1C2D
-    re.compile(r"^[A-Z]{2}[0-9]{5}$"),
-    re.compile(r"^[0-9][A-Z]{2}[0-9]{4}$"),
-)
-"""Common US serial formats: evidence when a look-alike swap turns a reading into one."""
-
 
 def _is_eu_ldl(text: str) -> bool:
     """``text`` is two letters, three digits, two letters, each letter pair holding at least one
@@ -403,8 +393,9 @@ def apply_plate_conventions(reading: LineReading) -> LineReading:
 
 
 def format_prior(text: str) -> float:
-    """1 for a reading in a known plate format, less for one that fits none."""
-    if _is_eu_ldl(text) or any(pattern.match(text) for pattern in US_FORMATS):
+    """1 for a reading in a known plate format (:mod:`agent.lane.plate_formats`, the table
+    voting uses), less for one that fits none."""
+    if _is_eu_ldl(text) or fits_known_format(text):
         return 1.0
     return 0.75
 

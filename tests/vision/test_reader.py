@@ -174,14 +174,14 @@ def test_plate_conventions_settle_look_alikes_by_format(read: str, expected: str
 def test_format_prior_prefers_a_lookalike_swap_that_fits_a_known_format() -> None:
     """A reading that fits no known format yields to an almost as confident single swap that
     does (California 1ABC234), and the original stays among the candidates."""
-    assert format_prior("4FCW533") > format_prior("LFCW533")
+    assert format_prior("4FCW553") > format_prior("4FCW5S3")
     reading = LineReading(
-        "LFCW533",
-        (0.6, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99),
-        (("4", 0.4), *((c, 0.0) for c in "FCW533")),
+        "4FCW5S3",
+        (0.99, 0.99, 0.99, 0.99, 0.99, 0.6, 0.99),
+        (*((c, 0.0) for c in "4FCW5"), ("5", 0.4), ("3", 0.0)),
     )
     ranked = [option.text for option in rank_options(reading)]
-    assert ranked[:2] == ["4FCW533", "LFCW533"]
+    assert ranked[:2] == ["4FCW553", "4FCW5S3"]
 
 
 def test_plate_likeness_ranks_serials_above_words_and_timestamps() -> None:
@@ -244,12 +244,12 @@ def _hd_frame(text: str) -> npt.NDArray[np.uint8]:
 def test_confident_long_reading_outside_known_formats_settles_at_the_coarse_pass(
     recognizer: PlateRecognizer,
 ) -> None:
-    """A plate in a format the list does not know (one letter, six digits) but read in full
+    """A plate in a format the list does not know (letter, five digits, letter) but read in full
     and with confidence is not looked at again at full resolution: formats are evidence, not a
     whitelist, and the full pass costs four times the coarse one."""
-    assert format_prior("K179658") < 1.0
+    assert format_prior("K17965K") < 1.0
     counting, detector, _ = _counting(recognizer)
-    assert counting.read(_hd_frame("K179658"))[0].text == "K179658"
+    assert counting.read(_hd_frame("K17965K"))[0].text == "K17965K"
     assert detector.passes == [counting.coarse_side]
 
 
