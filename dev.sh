@@ -38,6 +38,10 @@ ensure_system_packages() {
     have_mosquitto || wanted+=("mosquitto")
     if [ "${1:-}" = "test" ]; then
         command -v strace >/dev/null 2>&1 || wanted+=("strace")
+        # The plate renderer's tests draw with the training fonts (training/fonts.toml).
+        for font_package in fonts-roboto-unhinted fonts-dejavu-extra fonts-bebas-neue fonts-opendin; do
+            dpkg -s "$font_package" >/dev/null 2>&1 || wanted+=("$font_package")
+        done
     fi
     if [ ${#wanted[@]} -gt 0 ]; then
         apt_install "${wanted[@]}"

@@ -28,12 +28,8 @@ from onnx import numpy_helper
 KEEP = set(string.ascii_letters + string.digits + string.punctuation)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path)
-    parser.add_argument("target", type=Path)
-    args = parser.parse_args()
-    model = onnx.load(str(args.source))
+def prune(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` (the full PP-OCRv6 reader) with its classifier cut to :data:`KEEP`, in place."""
     graph = model.graph
     meta = {entry.key: entry for entry in model.metadata_props}
     characters = meta["character"].value.splitlines()
@@ -67,8 +63,19 @@ def main() -> None:
         dims[-1].dim_value = len(keep_index)
     del graph.value_info[:]
     onnx.checker.check_model(model)
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", type=Path)
+    parser.add_argument("target", type=Path)
+    args = parser.parse_args()
+    model = prune(onnx.load(str(args.source)))
     onnx.save(model, str(args.target))
-    print(f"kept {len(keep_index)} of {weight.shape[1]} classes; wrote {args.target}")
+    print(
+        f"kept {model.graph.output[0].type.tensor_type.shape.dim[-1].dim_value} classes; wrote {args.target}"
+    )
 
 
 if __name__ == "__main__":
