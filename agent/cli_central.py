@@ -327,6 +327,13 @@ def bundle_verify(file: Path, trust_file: Path) -> None:
 @click.option("--client-id", default=None, help="MQTT client id (default: a random one).")
 @click.option("--retain", is_flag=True, help="Retain it (for freshness notices).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(0.1), default=10.0, show_default=True)
+@click.option("--tls-ca", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="CA that signed the broker's certificate: turns TLS on (use --port 8883).")  # fmt: skip
+@click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Client certificate for mutual TLS; with the shipped broker config its CN is "
+              "central-cache, which the ACL lets publish bundles.")  # fmt: skip
+@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Key of --tls-cert.")  # fmt: skip
 def bundle_publish(
     file: Path,
     host: str,
@@ -335,10 +342,20 @@ def bundle_publish(
     client_id: str | None,
     retain: bool,
     timeout_s: float,
+    tls_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
 ) -> None:
-    """Publish FILE at QoS 1 on its port's cache topic (from its manifest); exit 0 on PUBACK."""
+    """Publish FILE at QoS 1 on its port's cache topic (from its manifest); exit 0 on PUBACK.
+
+    The broker must accept it: a PUBACK with a failure reason code (not authorised by the ACL)
+    exits 69 naming the reason.
+    """
+    import ssl
+
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+    from paho.mqtt.reasoncodes import ReasonCode
 
     from agent.wire.topics import cache_update_topic
 
@@ -352,14 +369,29 @@ def bundle_publish(
     except (ValueError, KeyError, TypeError) as err:
         _fail(f"{file}: unreadable manifest ({err})", EX_DATAERR)
         return
+    if (tls_cert is None) != (tls_key is None) or (tls_ca is None and tls_cert is not None):
+        _fail("mutual TLS needs --tls-ca, --tls-cert and --tls-key together", EX_DATAERR)
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id or f"lane-agent-bundle-{os.getpid()}",
         protocol=MQTTProtocolVersion.MQTTv5,
     )
+    if tls_ca is not None:
+        client.tls_set(
+            ca_certs=str(tls_ca),
+            certfile=None if tls_cert is None else str(tls_cert),
+            keyfile=None if tls_key is None else str(tls_key),
+        )
+    refusal: list[str] = []
+
+    def on_publish(_c: mqtt.Client, _u: object, _mid: int, reason: ReasonCode, _p: object) -> None:
+        if reason.is_failure:  # MQTT v5: a refused publish still completes wait_for_publish()
+            refusal.append(str(reason))
+
+    client.on_publish = on_publish
     try:
         client.connect(host, port, keepalive=30)
-    except OSError as err:
+    except (OSError, ssl.SSLError) as err:
         _fail(f"cannot connect to {host}:{port}: {err}", EX_UNAVAILABLE)
     client.loop_start()
     with contextlib.ExitStack() as stack:
@@ -369,6 +401,11 @@ def bundle_publish(
         info.wait_for_publish(timeout_s)
         if not info.is_published():
             _fail(f"no PUBACK from {host}:{port} within {timeout_s} s", EX_UNAVAILABLE)
+        if refusal:
+            _fail(
+                f"the broker refused {topic}: {refusal[0]} (check its ACL for this client)",
+                EX_UNAVAILABLE,
+            )
     click.echo(f"{file}: published on {topic} ({len(data)} bytes)")
 
 

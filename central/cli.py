@@ -198,7 +198,7 @@ def db_status(dsn: str | None) -> None:
               help="Seconds a batch waits for more messages after its first.")  # fmt: skip
 @click.option("--receive-maximum", type=click.IntRange(1, 65535), default=2000, show_default=True,
               help="Unacknowledged messages the broker may hand this worker.")  # fmt: skip
-@click.option("--write-mode", type=click.Choice(["insert", "copy"]), default="insert", show_default=True,
+@click.option("--write-mode", type=click.Choice(["insert", "copy"]), default="copy", show_default=True,
               help="How crossings are written (bench/bench_central.py compares them).")  # fmt: skip
 @click.option("--ack-interval", "ack_interval_s", type=click.FloatRange(0, 60), default=1.0, show_default=True,
               help="Shortest time between two watermarks of one lane.")  # fmt: skip

@@ -90,10 +90,10 @@ class IngestSettings:
     batch_wait_s: float = 0.05
     receive_maximum: int = 2000
     session_expiry_s: int = 7 * 86400
-    write_mode: WriteMode = WriteMode.INSERT
+    write_mode: WriteMode = WriteMode.COPY
     ack_interval_s: float = 1.0
     ack_sweep_s: float = 10.0
-    reconnect_min_s: float = 0.5
+    reconnect_min_s: float = 0.1  # back before the lanes, whose first retry is 0-1 s
     reconnect_max_s: float = 30.0
 
     def __post_init__(self) -> None:

@@ -113,7 +113,7 @@ class _Lane:
 class IngestStore:
     """Writes batches on one connection (not thread-safe: one per writer thread)."""
 
-    def __init__(self, connection: Connection, *, write_mode: WriteMode = WriteMode.INSERT) -> None:
+    def __init__(self, connection: Connection, *, write_mode: WriteMode = WriteMode.COPY) -> None:
         self.connection = connection
         self.write_mode = write_mode
         self._staging_ready = False

@@ -28,11 +28,11 @@ from tests.support.broker import MosquittoBroker
 REPO = Path(__file__).resolve().parents[2]
 
 
-def settings(dsn: str, broker: MosquittoBroker, **overrides: Any) -> IngestSettings:
+def settings(dsn: str, mosquitto: MosquittoBroker, **overrides: Any) -> IngestSettings:
     """Worker settings for tests: short batches and watermark intervals, fast reconnects."""
     base = IngestSettings(
         dsn=dsn,
-        broker=BrokerSettings(broker.host, broker.port),
+        broker=BrokerSettings(mosquitto.host, mosquitto.port),
         batch_wait_s=0.01,
         ack_interval_s=0.05,
         ack_sweep_s=0.5,

@@ -142,7 +142,7 @@ def test_the_status_document_the_agent_builds_validates_against_the_shipped_stat
 
 def test_the_compiled_validator_agrees_with_the_reference_jsonschema_implementation() -> None:
     """jsonschema-rs runs in the ingest for speed; the pure-Python jsonschema is the reference."""
-    schema = load_schema("lane-agent/crossing-event/1")
+    schema = load_schema("lane-agent/crossing-event/2")
     reference = jsonschema.Draft202012Validator(schema)
     variants = []
     for seq in range(1, 30):
