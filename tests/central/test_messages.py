@@ -13,7 +13,15 @@ from agent.status import StatusBoard
 from agent.wire.schema import load_schema
 from central import messages
 from central.messages import Availability, Crossing, LaneStatus, MessageReader, PlateImage, Refused
-from tests.central.events import PREFIX, crossing_event, encode, jpeg, status_document, topics
+from tests.central.events import (
+    PREFIX,
+    SCHEMA_V1,
+    crossing_event,
+    encode,
+    jpeg,
+    status_document,
+    topics,
+)
 
 READER = MessageReader(PREFIX)
 LANE = topics("SYS-0250", "L03")
@@ -142,7 +150,7 @@ def test_the_status_document_the_agent_builds_validates_against_the_shipped_stat
 
 def test_the_compiled_validator_agrees_with_the_reference_jsonschema_implementation() -> None:
     """jsonschema-rs runs in the ingest for speed; the pure-Python jsonschema is the reference."""
-    schema = load_schema("lane-agent/crossing-event/2")
+    schema = load_schema(SCHEMA_V1)  # the version the events built here name
     reference = jsonschema.Draft202012Validator(schema)
     variants = []
     for seq in range(1, 30):
