@@ -287,6 +287,7 @@ def main() -> None:
         "--dsn", default=None, help="use this server (admin DSN) instead of a private cluster"
     )
     parser.add_argument("--lanes", type=int, default=None)
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, data)")
     args = parser.parse_args()
     total = args.lanes or (100 if args.quick else 500)
     latency_s = 10.0 if args.quick else 30.0
@@ -462,6 +463,8 @@ def main() -> None:
         }  # fmt: skip
         print(f"faults: {json.dumps(report['faults'])}", flush=True)
     print(json.dumps(report, indent=2))
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
