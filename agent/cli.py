@@ -19,6 +19,7 @@ import click
 from agent import __version__
 
 EX_OK = 0
+EX_USAGE = 64
 EX_DATAERR = 65
 EX_NOINPUT = 66
 EX_UNAVAILABLE = 69
@@ -256,12 +257,79 @@ def cache_stats(config_path: Path, db_path: Path | None) -> None:
     required=True,
     help="Scenario file (see config/scenarios/).",
 )
-@click.option("--speed", type=click.FloatRange(0.1, 1000.0), default=1.0, show_default=True)
-def simulate(scenario_path: Path, speed: float) -> None:
+@click.option(
+    "--speed",
+    type=click.FloatRange(0.1, 1000.0),
+    default=1.0,
+    show_default=True,
+    help="Play the scenario this many times faster than real time (the controller's clock "
+    "runs as fast, so the lane sees the scenario's timing at any speed).",
+)
+@click.option(
+    "--truth",
+    "truth_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the scenario's truth here as JSON once it starts: each vehicle's cards and "
+    "when it was at the booth on the agent's clock (docs/scenarios.md).",
+)
+def simulate(scenario_path: Path, speed: float, truth_path: Path | None) -> None:
     """Play a lane controller on a pseudo-terminal; prints its device path first."""
     from firmware_bridge.simulator import run_simulator_cli
 
-    sys.exit(run_simulator_cli(scenario_path, speed, sys.stdout))
+    sys.exit(run_simulator_cli(scenario_path, speed, sys.stdout, truth_path=truth_path))
+
+
+@main.group()
+def scenarios() -> None:
+    """Seeded suites of the lane situations that make correlation hard (docs/scenarios.md)."""
+
+
+@scenarios.command("generate")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--vehicles",
+    type=click.IntRange(1, 100_000),
+    default=40,
+    show_default=True,
+    help="Vehicles per situation.",
+)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=1, show_default=True)
+@click.option(
+    "--situation",
+    "situations",
+    multiple=True,
+    help="Only this situation (repeatable); default: all. See `lane-agent scenarios list`.",
+)
+def scenarios_generate(
+    directory: Path, vehicles: int, seed: int, situations: tuple[str, ...]
+) -> None:
+    """Write one format 2 scenario per situation and the credentials.ndjson they need."""
+    from agent.dev.suite import CREDENTIALS_FILE, write_suite
+    from firmware_bridge.situations import SITUATIONS
+
+    unknown = [name for name in situations if name not in SITUATIONS]
+    if unknown:
+        click.echo(
+            f"error: unknown situation {unknown[0]!r}; known: {', '.join(SITUATIONS)}", err=True
+        )
+        sys.exit(EX_USAGE)
+    written = write_suite(
+        directory, vehicles=vehicles, seed=seed, situations=situations or tuple(SITUATIONS)
+    )
+    for entry in written:
+        click.echo(f"{entry.path}: {len(entry.scenario.vehicles)} vehicles ({entry.situation})")
+    click.echo(f"{directory / CREDENTIALS_FILE}: credentials for `lane-agent cache import`")
+
+
+@scenarios.command("list")
+def scenarios_list() -> None:
+    """The situations a suite can hold, one line each."""
+    from firmware_bridge.situations import SITUATIONS
+
+    for name, build in SITUATIONS.items():
+        summary = (build.__doc__ or "").strip().splitlines()[0] if build.__doc__ else ""
+        click.echo(f"{name:14} {summary}")
 
 
 @main.command()

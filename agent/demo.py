@@ -31,7 +31,6 @@ from agent.config import (
     CacheConfig,
     CameraConfig,
     ControllerConfig,
-    CorrelationConfig,
     LaneConfig,
     LoggingConfig,
     MqttConfig,
@@ -48,7 +47,8 @@ from agent.lane.credentials import CredentialStatus, DocumentType, Program
 from agent.service import LaneService
 from agent.uplink import Outbox, all_crossings_filter
 from firmware_bridge.scenario import Scenario, generate_scenario
-from firmware_bridge.simulator import ControllerSimulator, plan_scenario
+from firmware_bridge.scenario_plan import plan_scenario
+from firmware_bridge.simulator import ControllerSimulator
 
 logger = logging.getLogger(__name__)
 
@@ -121,21 +121,16 @@ def demo_records(
 
 
 def demo_config(
-    workdir: Path, device: str, broker_port: int, speed: float, *, camera: bool = False
+    workdir: Path, device: str, broker_port: int, *, camera: bool = False
 ) -> AgentConfig:
-    """A trusted-traveller lane whose timing is scaled to the simulator's speed.
+    """A trusted-traveller lane with the default timing: the simulated controller's clock runs
+    on scenario time, so the lane sees a scenario as written at any speed.
 
     With ``camera`` the lane reads plates from the synthetic camera (``DEMO_ROI`` is where its
     plates appear).
     """
     return AgentConfig(
-        lane=LaneConfig(
-            port_id="DEMO",
-            lane_id="L01",
-            correlation=CorrelationConfig(
-                idle_timeout_s=max(0.5, 8.0 / speed), straggler_window_s=min(3.0, 3.0 / speed)
-            ),
-        ),
+        lane=LaneConfig(port_id="DEMO", lane_id="L01"),
         controller=ControllerConfig(device=device, ping_interval_s=0.5, silence_timeout_s=3.0),
         cache=CacheConfig(path=workdir / "credentials.db"),
         outbox=OutboxConfig(path=workdir / "outbox.db"),
@@ -144,7 +139,7 @@ def demo_config(
         ),
         logging=LoggingConfig(level="WARNING", format="text"),
         camera=CameraConfig(enabled=camera, source="synthetic", roi=DEMO_ROI),
-        vision=VisionConfig(max_fps=8.0, plate_preroll_s=min(2.0, 2.0 / speed)),
+        vision=VisionConfig(max_fps=8.0),
     )
 
 
@@ -211,7 +206,7 @@ def _run(
     simulator = ControllerSimulator(scenario, speed=speed)
     simulator.start()
     port = broker.port if broker else free_loopback_port()
-    config = demo_config(directory, simulator.device_path, port, speed, camera=True)
+    config = demo_config(directory, simulator.device_path, port, camera=True)
     from agent.vision.synth import ScenarioCamera, vehicle_at_booth  # OpenCV: only when used
 
     camera = ScenarioCamera(

@@ -22,15 +22,17 @@ their original times, before the link opens: the vehicle that was at the booth w
 died is back, and crossings the replay closes that were stored before are recognised by their
 number and not stored again.
 
-The time the agent was down is not idle time at the booth: the controller kept every event it
-could not deliver and resends it once the link is up. So after a restart the engine's clock
-stands still (ticks do not advance the restored crossing) until the link is up; then the link
-thread journals a :class:`~agent.lane.events.Resumed` input ahead of the resent events, and the
-correlator takes the downtime out of its timers — unless the controller came back with another
-boot id: a rebooted controller lost what it had not delivered (a power cut to the cabinet
-restarts both), so then the downtime is a plain advance of time and the restored crossing's
-timers close it as they would have. Without a controller no input can arrive, so the restored
-vehicle waits for the link however long it takes (a stop meanwhile leaves it in the journal).
+Every controller input is stamped in lane time (:mod:`agent.lane.clock`): the controller's own
+timestamp, mapped per controller boot, never the time it happened to arrive. The link thread
+feeds the controller clock with each HELLO and HEARTBEAT and maps each event before journalling
+it; an event of a boot with no heartbeat yet is deferred (the link offers it again, the
+controller keeps resending it). Time passing on a quiet lane is lane time too
+(:meth:`~agent.lane.clock.ControllerClock.lane_now`): it stands still while the controller is not
+heard and while it drains a backlog, so a restart or a cable pull is no idle time at the booth:
+the controller's buffered events, resent, say what happened when. Without a controller no input
+can arrive, so a restored vehicle waits for the link however long it takes (a stop meanwhile
+leaves it in the journal). A controller that rebooted lost what it had not delivered; its new
+boot's lane time simply goes on, and the restored crossing's timers close it.
 
 A publisher that failed (``UplinkState.FAILED``) is rebuilt in-process a few times
 (:meth:`~agent.uplink.delivery.Delivery.uplink_failed`); past that it would leave crossings piling
@@ -56,12 +58,13 @@ from agent import __version__
 from agent.cache import CredentialCache
 from agent.cache.channel import CacheChannel
 from agent.config import AgentConfig
+from agent.lane.clock import ClockFault, ClockNotSynced, ControllerClock
+from agent.lane.correlator import LoopFault
 from agent.lane.engine import LaneEngine
 from agent.lane.events import (
     LaneInput,
     LoopChanged,
     PlateSeen,
-    Resumed,
     TagRead,
     Tick,
     VisionChanged,
@@ -83,6 +86,7 @@ from firmware_bridge import codec
 from firmware_bridge.link import (
     ControllerEvent,
     ControllerLink,
+    EventDeferred,
     EventOrigin,
     LinkDown,
     LinkDownReason,
@@ -98,9 +102,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TICK_LAG_S = 0.2
-"""Ticks run this far behind the clock, so that an input stamped on the link thread just before a
-tick, and still being journalled, is not applied after it (out of order)."""
+TICK_LAG_S = 0.05
+"""Ticks run this far behind the controller's clock, so that an event still on the wire or
+being journalled is not overtaken by a tick (it would be applied out of order)."""
+STATUS_REFRESH_S = 1.0
+"""How often the engine thread refreshes the lane's own faults (loop, controller clock)."""
 EXIT_UPLINK_FAILED = 70
 """Exit status (EX_SOFTWARE) when the uplink's publisher thread failed: systemd restarts us."""
 EXIT_LINK_FAILED = 70
@@ -108,6 +114,13 @@ EXIT_LINK_FAILED = 70
 IDLE_CHECKPOINT_S = 10.0
 """While no crossing closes, the engine state is checkpointed this often (if inputs arrived), so
 the journal stays short during a long stay at the booth or a burst of dropped reads."""
+
+
+_LANE_FAULT_CODES = (
+    *(fault.value for fault in ClockFault),
+    *(fault.value for fault in LoopFault),
+)
+"""Faults the lane raises itself, from the controller's clock and the presence loop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +179,12 @@ class LaneService:
         self.inbox: queue.Queue[object] = queue.Queue()
         self.ready = threading.Event()
         self._link: ControllerLink | None = None
-        self._resume_on_link_up = False
-        """Link thread: journal a Resumed input at the next LinkUp (set once after a replay)."""
-        self._resume_boot_id: int | None = None
-        """The controller boot whose events the journal holds last (None: unknown)."""
+        self.controller_clock = ControllerClock(config.controller.clock_settings())
+        """Lane time: the controller's clock (link thread writes, engine thread reads; both
+        under ``_clock_lock``)."""
+        self._clock_lock = threading.Lock()
+        self._restored_open = False
+        """A crossing open at the last stop was restored and no heartbeat has been heard since."""
         self._journal_recovering = False
         """Engine thread: an input was journalled again while the journal fault is raised."""
         self._exit_status = 0
@@ -200,7 +215,7 @@ class LaneService:
         self.delivery = delivery
         delivery.board.contribute("cache", cache_channel.status)  # version, age, refusals
         outbox, journal = delivery.outbox, delivery.journal
-        correlation, lane_policy = config.lane.correlation.settings(), config.lane.policy()
+        correlation, lane_policy = config.lane.correlation_settings(), config.lane.policy()
         plates = None
         if config.camera.enabled:
             # cv2 and onnxruntime load only in a lane with a camera (docs/vision.md).
@@ -215,17 +230,29 @@ class LaneService:
                 source=self.camera_source,
             )
 
+        def cache_fresh_at() -> float | None:
+            fresh = cache_channel.fresh_at()  # the agent's clock; the engine works in lane time
+            return None if fresh is None else self._from_wall(fresh)
+
         def make_engine(state: dict[str, Any] | None) -> LaneEngine:
             return LaneEngine(
                 correlation,
                 cache_channel.policy(lane_policy),
                 cache.lookup,
-                cache_channel.fresh_at,
+                cache_fresh_at,
                 state=state,
             )
 
         # The engine as the journal left it: the last checkpoint, inputs after it still to replay.
         lane = JournalledEngine(journal, make_engine)
+        try:
+            self.controller_clock = ControllerClock.restore(
+                lane.recovery.clock, config.controller.clock_settings()
+            )
+        except ValueError as error:
+            logger.error("controller clock state not restorable (%s); mapping afresh", error)
+        delivery.board.contribute("controller_clock", self._clock_status)
+        delivery.board.contribute("correlation", lambda: self._lane_status(lane))
         link = ControllerLink(
             config.controller.device,
             on_message=lambda message: self._link_message(journal, message),
@@ -250,6 +277,8 @@ class LaneService:
 
         def commit(closed: ClosedCrossing) -> None:
             decision = closed.decision
+            with self._clock_lock:
+                to_wall = self.controller_clock.to_wall
             if lane.already_stored(closed):
                 self.counters.replayed_already_stored += 1
                 logger.info(
@@ -269,6 +298,7 @@ class LaneService:
                         lane=self.identity,
                         cache=cache_channel.cache_info(),
                         committed_at=committed_at,
+                        wall=to_wall,
                     )
                 ),
                 in_transaction=lane.on_commit(closed),
@@ -299,8 +329,7 @@ class LaneService:
             for closed in lane.replay():
                 commit(closed)
             self.counters.replayed_inputs = len(lane.recovery.entries)
-            self._resume_boot_id = None if lane.resume is None else lane.resume.boot_id
-            self._resume_on_link_up = lane.holding
+            self._restored_open = lane.engine.correlator.has_open_crossing
             link.start()
             if plates is not None:
                 plates.start()
@@ -322,6 +351,7 @@ class LaneService:
             else:
                 for closed in lane.shutdown(self.clock()):
                     commit(closed)
+            self._store_clock(lane)
             delivery.close(config.service.shutdown_flush_s)
             cache_channel.stop()
             cache.close()
@@ -347,7 +377,9 @@ class LaneService:
         """
         if lane.memory_only or not lane.engine.correlator.has_open_crossing:
             return False
-        return bool(self._exit_status) or lane.holding
+        with self._clock_lock:
+            unheard = not self.controller_clock.anchored
+        return bool(self._exit_status) or (self._restored_open and unheard)
 
     def link_stats(self) -> LinkStats | None:
         """Serial link counters (frames, CRC errors, duplicates…); None before ``run``."""
@@ -363,10 +395,11 @@ class LaneService:
         watchdog_every = self.notifier.watchdog_interval_s
         next_watchdog = time.monotonic()
         next_checkpoint = time.monotonic() + IDLE_CHECKPOINT_S
+        next_status = time.monotonic()
         link = self._link
         while not stop.is_set() and not self._exit_status:
             try:
-                item: object = self.inbox.get(timeout=tick)
+                item: object = self.inbox.get(timeout=self._wait_s(lane, tick))
             except queue.Empty:
                 item = None
             for closed in self._apply(lane, item):
@@ -381,6 +414,10 @@ class LaneService:
             if time.monotonic() >= next_checkpoint:
                 next_checkpoint = time.monotonic() + IDLE_CHECKPOINT_S
                 lane.idle_checkpoint(held=self.delivery.committer.held)
+                self._store_clock(lane)
+            if time.monotonic() >= next_status:
+                next_status = time.monotonic() + STATUS_REFRESH_S
+                self._refresh_faults(lane)
             if watchdog_every is not None and time.monotonic() >= next_watchdog:
                 self.notifier.watchdog()
                 next_watchdog = time.monotonic() + watchdog_every
@@ -408,53 +445,74 @@ class LaneService:
             self.delivery.journal_recovered()
 
     def _link_message(self, journal: InputJournal, message: LinkMessage) -> None:
-        """Link thread: enqueue a link message; at the first LinkUp after a replay, resume first.
-
-        Resumed is journalled here, on the link thread, so that it lies in the journal ahead of
-        the events the controller resends next, in the order the engine applies them.
-        """
+        """Link thread: keep the controller clock current, then enqueue the message."""
+        if isinstance(message, LinkUp):
+            boot_id = message.hello.boot_id
+            with self._clock_lock:
+                previous = self.controller_clock.boot_id
+                self.controller_clock.on_hello(boot_id)
+            if previous is not None and previous != boot_id:
+                logger.info(
+                    "controller restarted (boot %08x, was %08x): what it had not delivered is "
+                    "lost; lane time goes on from its new clock",
+                    boot_id,
+                    previous,
+                )
+        elif isinstance(message, codec.Heartbeat):
+            with self._clock_lock:
+                self.controller_clock.on_heartbeat(
+                    message.uptime_ms, self.clock(), message.events_pending
+                )
         self.inbox.put_nowait(message)
-        if isinstance(message, LinkUp) and self._resume_on_link_up:
-            # Excised only when the controller still has the boot that held the events: a
-            # rebooted one lost them, the restored vehicle's departure included (PROTOCOL.md §5).
-            boot_id = self._resume_boot_id
-            excise = boot_id is not None and message.hello.boot_id == boot_id
-            self._journal_input(journal, Resumed(at=self.clock(), excise=excise), None)
-            # Only once stored (or handed over from memory): a failure above leaves it to the
-            # next LinkUp instead of losing Resumed for the run.
-            self._resume_on_link_up = False
 
     def _journal_event(
         self, journal: InputJournal, event: ControllerEvent, origin: EventOrigin | None
     ) -> None:
         """Link thread: journal a tag read or loop edge, then enqueue it; the link ACKs after.
 
-        An input that cannot be journalled still goes to the engine (the lane keeps working on
-        it from memory, on manual processing) rather than stopping the lane.
+        It is stamped in lane time. An event of a controller boot whose clock is not known yet
+        is deferred (EventDeferred: kept by the link, resent by the controller, not ACKed). An
+        input that cannot be journalled still goes to the engine (the lane keeps working on it
+        from memory, on manual processing) rather than stopping the lane.
         """
-        now = self.clock()
-        lane_input: JournalInput
-        match event:
-            case codec.TagRead():
-                lane_input = TagRead(
-                    at=now,
-                    epc=event.epc_hex,
-                    antenna=event.antenna,
-                    rssi_dbm=event.rssi_deci_dbm / 10.0,
-                    tid=event.tid.hex().upper() if event.tid else None,
+        if isinstance(event, codec.Fault):
+            self.inbox.put_nowait(event)  # a controller fault: logged, not a lane input
+            return
+        received_at = self.clock()
+        with self._clock_lock:
+            clock = self.controller_clock
+            boot_id = origin.boot_id if origin is not None else clock.boot_id
+            try:
+                at = (
+                    received_at
+                    if boot_id is None  # an orphan of a boot never mapped: its arrival time
+                    else clock.lane_time(boot_id, event.timestamp_ms, received_at)
                 )
-            case codec.Loop():
-                lane_input = LoopChanged(at=now, loop_id=event.loop_id, occupied=event.occupied)
-            case _:
-                self.inbox.put_nowait(event)  # a controller fault: logged, not a lane input
-                return
-        self._journal_input(journal, lane_input, origin)
+            except ClockNotSynced as waiting:
+                raise EventDeferred(str(waiting)) from None
+            clock_state = clock.export_state()
+        lane_input: JournalInput
+        if isinstance(event, codec.TagRead):
+            lane_input = TagRead(
+                at=at,
+                epc=event.epc_hex,
+                antenna=event.antenna,
+                rssi_dbm=event.rssi_deci_dbm / 10.0,
+                tid=event.tid.hex().upper() if event.tid else None,
+            )
+        else:
+            lane_input = LoopChanged(at=at, loop_id=event.loop_id, occupied=event.occupied)
+        self._journal_input(journal, lane_input, origin, clock_state)
 
     def _journal_input(
-        self, journal: InputJournal, lane_input: JournalInput, origin: EventOrigin | None
+        self,
+        journal: InputJournal,
+        lane_input: JournalInput,
+        origin: EventOrigin | None,
+        clock_state: dict[str, Any] | None,
     ) -> None:
         try:
-            journal_id = journal.append(lane_input, origin)
+            journal_id = journal.append(lane_input, origin, clock_state)
         except JournalError as error:
             self.inbox.put_nowait(ControllerInput(lane_input, None, error.detail))
             return
@@ -474,19 +532,24 @@ class LaneService:
                 # _settle_journal has stored a checkpoint that covers them.
                 self._journal_recovering = True
             return lane.handle(item.lane_input, item.journal_id)
-        # Engine-thread times run TICK_LAG_S behind, never behind an input already applied, and
-        # stand still after a restart until the lane has resumed (JournalledEngine.now).
-        now = lane.now(self.clock() - TICK_LAG_S)
+        # Engine-thread times are lane time, TICK_LAG_S behind the controller's clock and never
+        # behind an input already applied; with the controller not heard they stand still.
+        with self._clock_lock:
+            lane_now = self.controller_clock.lane_now(self.clock(), TICK_LAG_S)
+        now = lane.now(lane_now) if lane_now is not None else None
         lane_input = self._lane_input(item, now)
-        return lane.handle(lane_input if lane_input is not None else Tick(now))
+        if lane_input is not None:
+            return lane.handle(lane_input)
+        return lane.handle(Tick(now)) if now is not None else []
 
-    def _lane_input(self, item: object, now: float) -> LaneInput | None:
+    def _lane_input(self, item: object, now: float | None) -> LaneInput | None:
         """Translate an adapter message into a core input (None: nothing for the core)."""
         match item:
             case PlateSeen():
-                return item  # stamped by the plate thread with its frame's capture time
+                # Stamped by the plate thread with its frame's capture time, on the agent's clock.
+                return dataclasses.replace(item, at=self._from_wall(item.at))
             case VisionChanged():
-                return dataclasses.replace(item, at=now)
+                return dataclasses.replace(item, at=now if now is not None else item.at)
             case codec.Fault():
                 self.counters.controller_faults += 1
                 logger.warning("controller fault %s: %s", item.code, item.detail)
@@ -529,6 +592,61 @@ class LaneService:
             case _:
                 logger.debug("ignored %r", item)
         return None
+
+    def _from_wall(self, wall: float) -> float:
+        with self._clock_lock:
+            return float(self.controller_clock.from_wall(wall))
+
+    def _wait_s(self, lane: JournalledEngine, tick: float) -> float:
+        """How long the engine may wait for an input: the tick, or less when a timer of the lane
+        (a departure to confirm, a tail to decide) falls due sooner."""
+        deadline = lane.engine.correlator.next_deadline()
+        if deadline is None:
+            return tick
+        with self._clock_lock:
+            due = self.controller_clock.to_wall(deadline + TICK_LAG_S)
+        return min(tick, max(0.001, due - self.clock()))
+
+    def _refresh_faults(self, lane: JournalledEngine) -> None:
+        """Raise and clear the lane's own faults (loop, controller clock) on the status board."""
+        board = self.delivery.board
+        with self._clock_lock:
+            clock_faults = {
+                fault.value: text
+                for fault, text in self.controller_clock.faults(self.clock()).items()
+            }
+            lane_now = self.controller_clock.lane_now(self.clock())
+        at = lane.now(lane_now) if lane_now is not None else lane.last_input_at
+        if at == float("-inf"):
+            return  # no lane time yet: nothing to judge the loop by
+        loop_faults = {
+            fault.value: text for fault, text in lane.engine.correlator.loop_faults(at).items()
+        }
+        wanted = {**clock_faults, **loop_faults}
+        for code in _LANE_FAULT_CODES:
+            if code in wanted:
+                board.raise_fault(code, wanted[code])
+            else:
+                board.clear_fault(code)
+
+    def _store_clock(self, lane: JournalledEngine) -> None:
+        """Keep the controller clock's state in the journal (a failure waits for the next)."""
+        with self._clock_lock:
+            state = self.controller_clock.export_state()
+        if state is None:
+            return
+        try:
+            lane.journal.store_clock(state)
+        except JournalError as error:
+            logger.warning("controller clock state not stored (%s)", error.detail)
+
+    def _clock_status(self) -> dict[str, Any]:
+        with self._clock_lock:
+            return self.controller_clock.status(self.clock())
+
+    def _lane_status(self, lane: JournalledEngine) -> dict[str, Any]:
+        counters = lane.engine.correlator.counters
+        return dataclasses.asdict(counters)
 
     def _count(self, decision: Decision) -> None:
         self.counters.crossings += 1

@@ -27,6 +27,7 @@ from firmware_bridge.codec import (
 from firmware_bridge.link import (
     ControllerEvent,
     ControllerLink,
+    EventDeferred,
     LinkClosedError,
     LinkDown,
     LinkDownReason,
@@ -43,6 +44,7 @@ __all__ = [
     "ControllerEvent",
     "ControllerLink",
     "DecodedFrame",
+    "EventDeferred",
     "Fault",
     "FaultCode",
     "FirmwareBridgeError",

@@ -67,6 +67,12 @@ it (PROTOCOL.md recommends 8); frames further ahead are dropped unacknowledged."
 _HALF_SEQ_SPACE: Final = SEQ_MODULO // 2
 
 
+class EventDeferred(FirmwareBridgeError):
+    """Raised by an event callback that cannot take the event yet (the agent has no time base
+    for the controller's boot): the event is kept, offered again shortly and not acknowledged,
+    so the controller keeps resending it. Counted, never logged as an error."""
+
+
 class LinkClosedError(FirmwareBridgeError):
     """The link was used after :meth:`ControllerLink.close`."""
 
@@ -279,6 +285,7 @@ class LinkStats:
     signals_acked: int
     signals_failed: int
     callback_errors: int
+    deliveries_deferred: int = 0
 
 
 @dataclass(slots=True)
@@ -302,6 +309,7 @@ class _Counters:
     signals_acked: int = 0
     signals_failed: int = 0
     callback_errors: int = 0
+    deliveries_deferred: int = 0
 
 
 @dataclass(slots=True)
@@ -479,6 +487,7 @@ class ControllerLink:
             signals_acked=c.signals_acked,
             signals_failed=c.signals_failed,
             callback_errors=c.callback_errors,
+            deliveries_deferred=c.deliveries_deferred,
         )
 
     def __enter__(self) -> ControllerLink:
@@ -726,6 +735,9 @@ class ControllerLink:
     def _call(self, deliver: Callable[[], None], message: LinkMessage, *, retried: bool) -> bool:
         try:
             deliver()
+        except EventDeferred:
+            self._counters.deliveries_deferred += 1
+            return False
         except Exception:
             self._counters.callback_errors += 1
             if not self._delivery_failing:

@@ -1,52 +1,21 @@
-"""Scenario files: what a simulated lane controller plays (vehicles, cards, faults, bad wiring).
+"""Scenario files: what a simulated lane plays, and the truth of it (which card is in which car).
 
-A scenario is a TOML file (see ``config/scenarios/``)::
+A scenario is a TOML file; ``docs/scenarios.md`` is its full reference and ``config/scenarios/``
+holds examples. Format 2 (``format = 2`` in ``[scenario]``) says what real lanes do: where each
+card is read relative to its vehicle (on the approach, at the booth, after it left, at any
+delay), on which antenna, with what signal-strength profile; cards of vehicles in other lanes;
+loop faults (chatter, a lost clear edge, a loop stuck occupied, a vehicle the loop never sees);
+and a drifting or stepping controller clock. Files without ``format`` are format 1 and still
+play: format 2 only adds keys, and a format 1 file that uses one is told so.
 
-    [scenario]
-    name = "basic"
-    seed = 7                      # makes read times, RSSI and link misbehaviour repeatable
-    controller_id = "LANE-SIM-01"
-    firmware = "1.4.2"
-
-    [link]                        # optional; every probability defaults to 0
-    drop_probability = 0.05       # an outgoing frame never reaches the agent
-    drop_incoming_probability = 0 # a frame from the agent never reaches the controller
-    garbage_probability = 0.05    # random bytes written between two frames
-    garbage_max_bytes = 40
-    corrupt_probability = 0.05    # one bit of an outgoing frame flipped (CRC catches it)
-
-    [[vehicles]]
-    gap_s = 2.0                   # time from the previous vehicle leaving (or start) to arrival
-    loop_id = 1
-    dwell_s = 3.0                 # time the presence loop stays occupied
-    plate = "7ABC123"             # optional, for the camera work
-    jurisdiction = "CA"
-
-    [[vehicles.cards]]
-    epc = "E280689400005003A4B1C201"
-    tid = "E2806894200050035F9A0001"  # optional
-    reads = 12                    # reads spread over the dwell
-    rssi_dbm = [-68.0, -45.0]     # weakest and strongest reading
-    antennas = [1, 2]
-    straggler_reads = 1           # reads in the second after the loop clears
-
-    [[stray_reads]]               # a card read with no vehicle on the loop (next lane over)
-    at_s = 9.5                    # from the start of the scenario
-    duration_s = 0.5
-    epc = "E2806894000050039999F001"
-    reads = 2
-
-    [[faults]]
-    at_s = 4.0
-    code = "ANTENNA_VSWR"         # a FaultCode name or an integer
-    detail = "antenna 2 vswr 3.1"
-
-Card fields default to ``reads = 5``, ``rssi_dbm = [-70.0, -50.0]``, ``antennas = [1]``.
-Unknown keys are errors, so a typo never silently changes a run.
+Every card listed under a vehicle is in that vehicle: that is the scenario's truth
+(:mod:`firmware_bridge.scenario_plan` turns it into the events the controller sends and the
+expected crossings). Unknown keys are errors, so a typo never silently changes a run.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 import random
 import string
@@ -54,7 +23,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from firmware_bridge.codec import (
     MAX_CONTROLLER_ID_SIZE,
@@ -65,9 +34,9 @@ from firmware_bridge.codec import (
     FirmwareBridgeError,
 )
 
+FORMAT_VERSIONS: Final = (1, 2)
 STRAGGLER_WINDOW_S: Final = 1.0
-"""Straggler reads fall within this long after the loop clears."""
-
+"""Format 1 straggler reads fall within this long after the loop clears (``straggler_s``)."""
 DEFAULT_RSSI_DBM: Final = (-70.0, -50.0)
 MIN_RSSI_DBM: Final = -120.0
 MAX_READS: Final = 1000
@@ -86,6 +55,58 @@ class ScenarioError(FirmwareBridgeError):
         super().__init__(f"{where}{shown}: {problem}")
 
 
+class Shape(enum.StrEnum):
+    """How the signal strength of a burst of reads moves between its weakest and strongest."""
+
+    PEAK = "peak"
+    """Weak, strongest half-way, weak again (a card passing the antenna)."""
+    PLATEAU = "plateau"
+    """Rises quickly, stays strongest, falls at the end (a vehicle that stops at the booth)."""
+    STEADY = "steady"
+    """Anywhere between weakest and strongest all along (a card that does not move)."""
+    RISING = "rising"
+    """Weakest to strongest (a vehicle coming closer)."""
+    FALLING = "falling"
+    """Strongest to weakest (a vehicle moving away)."""
+
+
+class Anchor(enum.StrEnum):
+    """What a burst's ``start_s`` counts from."""
+
+    ARRIVAL = "arrival"
+    DEPARTURE = "departure"
+
+
+class CardProfile(enum.StrEnum):
+    """How a card is read while its vehicle is at the booth."""
+
+    NORMAL = "normal"
+    """``reads`` reads spread over the stay with ``shape``."""
+    SHIELDED = "shielded"
+    """``reads`` reads spread over the stay, steady, at the strength given (set it weak)."""
+    ONCE = "once"
+    """A single read at a random moment of the stay."""
+    NEVER = "never"
+    """Never read at the booth (it may still be read on the approach or after departure)."""
+
+
+class LoopFaultKind(enum.StrEnum):
+    """What the presence loop gets wrong for one vehicle."""
+
+    CHATTER = "chatter"
+    """Short clears while the vehicle rolls on (``where = "arrival"``) or off (``"departure"``)."""
+    DROPOUT = "dropout"
+    """One clear in the middle of the stay (``at_s`` after arrival, lasting ``blip_s``)."""
+    MISSING_CLEAR = "missing_clear"
+    """The clear edge of this vehicle never reaches the agent."""
+    MISSING_OCCUPIED = "missing_occupied"
+    """The occupied edge of this vehicle never reaches the agent (its clear does)."""
+    UNDETECTED = "undetected"
+    """The loop never sees this vehicle at all."""
+    STUCK_OCCUPIED = "stuck_occupied"
+    """From this vehicle's arrival the loop reads occupied for ``duration_s``, whatever passes."""
+
+
 @dataclass(frozen=True, slots=True)
 class LinkMisbehaviour:
     """How badly the simulated cable behaves. All probabilities are per frame."""
@@ -102,8 +123,21 @@ class LinkMisbehaviour:
 
 
 @dataclass(frozen=True, slots=True)
+class Burst:
+    """Reads of one card in one stretch of time, placed relative to its vehicle (format 2)."""
+
+    start_s: float
+    duration_s: float
+    reads: int
+    anchor: Anchor = Anchor.ARRIVAL
+    rssi_dbm: tuple[float, float] = DEFAULT_RSSI_DBM
+    shape: Shape = Shape.STEADY
+    antennas: tuple[int, ...] = (1,)
+
+
+@dataclass(frozen=True, slots=True)
 class CardPass:
-    """One card carried through the lane: how often and how strongly it is read."""
+    """One card carried through the lane: how often, how strongly and when it is read."""
 
     epc: str
     reads: int = 5
@@ -111,11 +145,42 @@ class CardPass:
     antennas: tuple[int, ...] = (1,)
     tid: str | None = None
     straggler_reads: int = 0
+    profile: CardProfile = CardProfile.NORMAL
+    shape: Shape = Shape.PEAK
+    approach_reads: int = 0
+    approach_s: float = 3.0
+    straggler_s: float = STRAGGLER_WINDOW_S
+    straggler_delay_s: float = 0.0
+    bursts: tuple[Burst, ...] = ()
+
+    @property
+    def uses_format_2(self) -> bool:
+        return (
+            self.profile is not CardProfile.NORMAL
+            or self.shape is not Shape.PEAK
+            or self.approach_reads > 0
+            or self.straggler_s != STRAGGLER_WINDOW_S
+            or self.straggler_delay_s != 0.0
+            or bool(self.bursts)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LoopFault:
+    """What the loop gets wrong for one vehicle (format 2)."""
+
+    kind: LoopFaultKind
+    where: Anchor = Anchor.ARRIVAL
+    blips: int = 3
+    blip_s: tuple[float, float] = (0.05, 0.3)
+    at_s: float | None = None
+    duration_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class Vehicle:
-    """One vehicle: arrives ``gap_s`` after the previous one left, sits ``dwell_s`` on the loop."""
+    """One vehicle: arrives ``gap_s`` after the previous one left (or at ``arrive_s``) and sits
+    ``dwell_s`` on the loop. Every card listed is in it."""
 
     dwell_s: float
     gap_s: float = 2.0
@@ -123,15 +188,35 @@ class Vehicle:
     cards: tuple[CardPass, ...] = ()
     plate: str | None = None
     jurisdiction: str | None = None
+    arrive_s: float | None = None
+    loop_fault: LoopFault | None = None
+
+    @property
+    def uses_format_2(self) -> bool:
+        return (
+            self.arrive_s is not None
+            or self.loop_fault is not None
+            or any(card.uses_format_2 for card in self.cards)
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class StrayRead:
-    """Reads of a card with no vehicle of this lane on the loop, ``at_s`` from the start."""
+    """Reads of a card that is in no vehicle of this lane (a neighbouring lane's).
+
+    At ``at_s`` from the start of the scenario, or (format 2) ``start_s`` from the arrival or
+    departure of vehicle number ``vehicle`` (0-based).
+    """
 
     at_s: float
     card: CardPass
     duration_s: float = 0.5
+    vehicle: int | None = None
+    anchor: Anchor = Anchor.ARRIVAL
+
+    @property
+    def uses_format_2(self) -> bool:
+        return self.vehicle is not None or self.card.uses_format_2
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +226,26 @@ class FaultInjection:
     at_s: float
     code: int
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClockStep:
+    """The controller's clock jumps by ``step_ms`` at ``at_s`` (format 2)."""
+
+    at_s: float
+    step_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerClock:
+    """How the simulated controller's clock misbehaves (format 2)."""
+
+    drift_ppm: float = 0.0
+    steps: tuple[ClockStep, ...] = ()
+
+    @property
+    def is_perfect(self) -> bool:
+        return self == ControllerClock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,35 +261,35 @@ class Scenario:
     stray_reads: tuple[StrayRead, ...] = ()
     faults: tuple[FaultInjection, ...] = ()
     link: LinkMisbehaviour = field(default_factory=LinkMisbehaviour)
+    clock: ControllerClock = field(default_factory=ControllerClock)
+    format: int = 1
 
     @property
     def duration_s(self) -> float:
-        """Scenario time at which the last vehicle's straggler window has passed."""
-        end = 0.0
-        for vehicle in self.vehicles:
-            end += vehicle.gap_s + vehicle.dwell_s
-        if self.vehicles and any(card.straggler_reads for card in self.vehicles[-1].cards):
-            end += STRAGGLER_WINDOW_S
-        for stray in self.stray_reads:
-            end = max(end, stray.at_s + stray.duration_s)
-        for fault in self.faults:
-            end = max(end, fault.at_s)
-        return end
+        """Scenario time at which the last event has happened (see the plan)."""
+        from firmware_bridge.scenario_plan import plan_scenario
+
+        return max((event.at_s for event in plan_scenario(self)), default=0.0)
 
 
 # --- Loading ---
+
+_E = TypeVar("_E", bound=enum.StrEnum)
+_FORMAT_2_HINT = " (a format 2 key: set format = 2 in [scenario])"
 
 
 class _Table:
     """A TOML table being read: typed getters that raise ScenarioError naming the key path."""
 
-    def __init__(self, source: str, path: str, data: object):
+    def __init__(self, source: str, path: str, data: object, *, v2: bool = False):
         self.source = source
         self.path = path
+        self.v2 = v2
         if not isinstance(data, Mapping):
             raise ScenarioError(source, path, "expected a table", data)
         self._data: Mapping[str, object] = data
         self._used: set[str] = set()
+        self._format_2_keys: set[str] = set()
 
     def key(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
@@ -198,6 +303,13 @@ class _Table:
 
     def has(self, name: str) -> bool:
         return name in self._data
+
+    def v2_key(self, name: str) -> bool:
+        """Whether a format 2 key may be read here; in format 1 it stays unknown."""
+        if self.v2:
+            return True
+        self._format_2_keys.add(name)
+        return False
 
     def required(self, name: str) -> object:
         if name not in self._data:
@@ -227,6 +339,12 @@ class _Table:
             )
         return float(value)
 
+    def optional_number(self, name: str, *, minimum: float, maximum: float) -> float | None:
+        if not self.has(name):
+            self._used.add(name)
+            return None
+        return self.number(name, minimum=minimum, maximum=maximum)
+
     def integer(self, name: str, default: int | None = None, *, minimum: int, maximum: int) -> int:
         if not self.has(name) and default is not None:
             self._used.add(name)
@@ -249,6 +367,14 @@ class _Table:
             raise self.error(name, "expected a string", value)
         return value
 
+    def choice(self, name: str, kind: type[_E], default: _E) -> _E:
+        value = self.text(name, default.value)
+        try:
+            return kind(value or "")
+        except ValueError:
+            allowed = ", ".join(member.value for member in kind)
+            raise self.error(name, f"expected one of {allowed}", value) from None
+
     def array(self, name: str) -> list[object]:
         if not self.has(name):
             self._used.add(name)
@@ -260,13 +386,14 @@ class _Table:
 
     def table(self, name: str) -> _Table:
         value = self._get(name) if self.has(name) else {}
-        return _Table(self.source, self.key(name), value)
+        return _Table(self.source, self.key(name), value, v2=self.v2)
 
     def finish(self) -> None:
         unknown = sorted(set(self._data) - self._used)
         if unknown:
-            expected = ", ".join(sorted(self._used))
-            raise self.error(unknown[0], f"unknown key (expected one of: {expected})")
+            expected = ", ".join(sorted(self._used - self._format_2_keys))
+            hint = _FORMAT_2_HINT if unknown[0] in self._format_2_keys else ""
+            raise self.error(unknown[0], f"unknown key{hint} (expected one of: {expected})")
 
 
 def _hex_field(table: _Table, name: str, max_bytes: int, *, optional: bool) -> str | None:
@@ -291,36 +418,41 @@ def _ascii_field(table: _Table, name: str, value: str | None, maximum: int) -> N
         raise table.error(name, f"expected printable ASCII of at most {maximum} characters", value)
 
 
-def _card(table: _Table) -> CardPass:
-    epc = _hex_field(table, "epc", MAX_EPC_SIZE, optional=False)
-    assert epc is not None
-    tid = _hex_field(table, "tid", MAX_TID_SIZE, optional=True)
-    reads = table.integer("reads", 5, minimum=1, maximum=MAX_READS)
-    straggler_reads = table.integer("straggler_reads", 0, minimum=0, maximum=MAX_READS)
-    rssi = _rssi(table)
-    antennas = _antennas(table)
-    return CardPass(epc, reads, rssi, antennas, tid, straggler_reads)
-
-
-def _rssi(table: _Table) -> tuple[float, float]:
-    if not table.has("rssi_dbm"):
-        table.array("rssi_dbm")
-        return DEFAULT_RSSI_DBM
-    raw = table.array("rssi_dbm")
+def _pair(
+    table: _Table,
+    name: str,
+    default: tuple[float, float],
+    *,
+    minimum: float,
+    maximum: float,
+    meaning: str,
+) -> tuple[float, float]:
+    if not table.has(name):
+        table.array(name)
+        return default
+    raw = table.array(name)
     numbers = [float(v) for v in raw if isinstance(v, int | float) and not isinstance(v, bool)]
-    if len(raw) != 2 or len(numbers) != 2 or not MIN_RSSI_DBM <= numbers[0] <= numbers[1] <= 0:
-        raise table.error(
-            "rssi_dbm",
-            f"expected [weakest, strongest] in dBm, {MIN_RSSI_DBM:g} <= weakest <= strongest <= 0",
-            raw,
-        )
+    if len(raw) != 2 or len(numbers) != 2 or not minimum <= numbers[0] <= numbers[1] <= maximum:
+        raise table.error(name, meaning, raw)
     return (numbers[0], numbers[1])
 
 
-def _antennas(table: _Table) -> tuple[int, ...]:
+def _rssi(table: _Table, name: str = "rssi_dbm") -> tuple[float, float]:
+    return _pair(
+        table,
+        name,
+        DEFAULT_RSSI_DBM,
+        minimum=MIN_RSSI_DBM,
+        maximum=0.0,
+        meaning=f"expected [weakest, strongest] in dBm, {MIN_RSSI_DBM:g} <= weakest <= "
+        "strongest <= 0",
+    )
+
+
+def _antennas(table: _Table, default: tuple[int, ...] = (1,)) -> tuple[int, ...]:
     if not table.has("antennas"):
         table.array("antennas")
-        return (1,)
+        return default
     raw = table.array("antennas")
     antennas = tuple(v for v in raw if isinstance(v, int) and not isinstance(v, bool))
     if not raw or len(antennas) != len(raw) or not all(0 <= v <= 255 for v in antennas):
@@ -330,13 +462,86 @@ def _antennas(table: _Table) -> tuple[int, ...]:
 
 def _array_of_tables(parent: _Table, name: str) -> list[_Table]:
     return [
-        _Table(parent.source, f"{parent.key(name)}[{index}]", item)
+        _Table(parent.source, f"{parent.key(name)}[{index}]", item, v2=parent.v2)
         for index, item in enumerate(parent.array(name))
     ]
 
 
+def _burst(table: _Table, antennas: tuple[int, ...]) -> Burst:
+    burst = Burst(
+        anchor=table.choice("anchor", Anchor, Anchor.ARRIVAL),
+        start_s=table.number("start_s", minimum=-3600.0, maximum=3600.0),
+        duration_s=table.number("duration_s", 0.0, minimum=0.0, maximum=3600.0),
+        reads=table.integer("reads", minimum=1, maximum=MAX_READS),
+        rssi_dbm=_rssi(table),
+        shape=table.choice("shape", Shape, Shape.STEADY),
+        antennas=_antennas(table, antennas),
+    )
+    table.finish()
+    return burst
+
+
+def _card(table: _Table) -> CardPass:
+    epc = _hex_field(table, "epc", MAX_EPC_SIZE, optional=False)
+    assert epc is not None
+    tid = _hex_field(table, "tid", MAX_TID_SIZE, optional=True)
+    reads = table.integer("reads", 5, minimum=1, maximum=MAX_READS)
+    straggler_reads = table.integer("straggler_reads", 0, minimum=0, maximum=MAX_READS)
+    rssi = _rssi(table)
+    antennas = _antennas(table)
+    card = CardPass(epc, reads, rssi, antennas, tid, straggler_reads)
+    if not table.v2_key("profile"):
+        for name in (
+            "shape",
+            "approach_reads",
+            "approach_s",
+            "straggler_s",
+            "straggler_delay_s",
+            "bursts",
+        ):
+            table.v2_key(name)
+        return card
+    return CardPass(
+        epc,
+        reads,
+        rssi,
+        antennas,
+        tid,
+        straggler_reads,
+        profile=table.choice("profile", CardProfile, CardProfile.NORMAL),
+        shape=table.choice("shape", Shape, Shape.PEAK),
+        approach_reads=table.integer("approach_reads", 0, minimum=0, maximum=MAX_READS),
+        approach_s=table.number("approach_s", 3.0, minimum=0.0, maximum=600.0),
+        straggler_s=table.number("straggler_s", STRAGGLER_WINDOW_S, minimum=0.0, maximum=600.0),
+        straggler_delay_s=table.number("straggler_delay_s", 0.0, minimum=0.0, maximum=600.0),
+        bursts=tuple(_burst(t, antennas) for t in _array_of_tables(table, "bursts")),
+    )
+
+
+def _loop_fault(table: _Table) -> LoopFault:
+    fault = LoopFault(
+        kind=table.choice("kind", LoopFaultKind, LoopFaultKind.CHATTER),
+        where=table.choice("where", Anchor, Anchor.ARRIVAL),
+        blips=table.integer("blips", 3, minimum=1, maximum=50),
+        blip_s=_pair(
+            table,
+            "blip_s",
+            (0.05, 0.3),
+            minimum=0.001,
+            maximum=60.0,
+            meaning="expected [shortest, longest] clear in seconds, 0.001..60",
+        ),
+        at_s=table.optional_number("at_s", minimum=0.0, maximum=3600.0),
+        duration_s=table.number("duration_s", 60.0, minimum=0.0, maximum=86_400.0),
+    )
+    if not table.has("kind"):
+        raise table.error("kind", "required key is missing")
+    table.finish()
+    return fault
+
+
 def _vehicle(table: _Table) -> Vehicle:
-    dwell_s = table.number("dwell_s", minimum=0.0, maximum=600.0, exclusive_minimum=True)
+    dwell_s = table.number("dwell_s", minimum=0.0, maximum=3600.0, exclusive_minimum=True)
     gap_s = table.number("gap_s", 2.0, minimum=0.0, maximum=3600.0)
     loop_id = table.integer("loop_id", 1, minimum=0, maximum=255)
     plate = table.text("plate", optional=True)
@@ -347,24 +552,43 @@ def _vehicle(table: _Table) -> Vehicle:
         raise table.error(
             "jurisdiction", "expected 2..6 characters, like CA or MX-BCN", jurisdiction
         )
+    arrive_s: float | None = None
+    loop_fault: LoopFault | None = None
+    if table.v2_key("arrive_s"):
+        arrive_s = table.optional_number("arrive_s", minimum=0.0, maximum=864_000.0)
+        if arrive_s is not None and table.has("gap_s"):
+            raise table.error("gap_s", "give gap_s or arrive_s, not both", table._data["gap_s"])
+    if table.v2_key("loop_fault") and table.has("loop_fault"):
+        loop_fault = _loop_fault(table.table("loop_fault"))
     cards = []
     for card_table in _array_of_tables(table, "cards"):
         cards.append(_card(card_table))
         card_table.finish()
     table.finish()
-    return Vehicle(dwell_s, gap_s, loop_id, tuple(cards), plate, jurisdiction)
+    return Vehicle(dwell_s, gap_s, loop_id, tuple(cards), plate, jurisdiction, arrive_s, loop_fault)
 
 
-def _stray(table: _Table) -> StrayRead:
-    at_s = table.number("at_s", minimum=0.0, maximum=86_400.0)
+def _stray(table: _Table, vehicles: int) -> StrayRead:
+    vehicle: int | None = None
+    anchor = Anchor.ARRIVAL
+    if table.v2_key("vehicle") and table.has("vehicle"):
+        vehicle = table.integer("vehicle", minimum=0, maximum=max(0, vehicles - 1))
+        if not vehicles:
+            raise table.error("vehicle", "there are no vehicles to place it by", vehicle)
+        anchor = table.choice("anchor", Anchor, Anchor.ARRIVAL)
+        at_s = table.number("start_s", minimum=-3600.0, maximum=3600.0)
+    else:
+        table.v2_key("anchor")
+        table.v2_key("start_s")
+        at_s = table.number("at_s", minimum=0.0, maximum=864_000.0)
     duration_s = table.number("duration_s", 0.5, minimum=0.0, maximum=600.0)
     card = _card(table)
     table.finish()
-    return StrayRead(at_s, card, duration_s)
+    return StrayRead(at_s, card, duration_s, vehicle, anchor)
 
 
 def _fault(table: _Table) -> FaultInjection:
-    at_s = table.number("at_s", minimum=0.0, maximum=86_400.0)
+    at_s = table.number("at_s", minimum=0.0, maximum=864_000.0)
     raw = table.required("code")
     if isinstance(raw, str):
         try:
@@ -379,6 +603,21 @@ def _fault(table: _Table) -> FaultInjection:
     _ascii_field(table, "detail", detail, MAX_FAULT_DETAIL_SIZE)
     table.finish()
     return FaultInjection(at_s, code, detail)
+
+
+def _clock(table: _Table) -> ControllerClock:
+    drift = table.number("drift_ppm", 0.0, minimum=-100_000.0, maximum=100_000.0)
+    steps = []
+    for step in _array_of_tables(table, "steps"):
+        steps.append(
+            ClockStep(
+                at_s=step.number("at_s", minimum=0.0, maximum=864_000.0),
+                step_ms=step.integer("step_ms", minimum=-86_400_000, maximum=86_400_000),
+            )
+        )
+        step.finish()
+    table.finish()
+    return ControllerClock(drift, tuple(sorted(steps, key=lambda s: s.at_s)))
 
 
 def _firmware(table: _Table) -> tuple[int, int, int]:
@@ -413,6 +652,8 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         raise ScenarioError(source, "", f"invalid TOML: {exc}") from None
     root = _Table(source, "", document)
     head = root.table("scenario")
+    version = head.integer("format", 1, minimum=1, maximum=max(FORMAT_VERSIONS))
+    root.v2 = head.v2 = version >= 2
     name = head.text("name")
     assert name is not None
     description = head.text("description", "")
@@ -425,15 +666,18 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     firmware = _firmware(head)
     head.finish()
     link = _link(root.table("link"))
+    clock = ControllerClock()
+    if root.v2_key("clock"):
+        clock = _clock(root.table("clock"))
     vehicles = tuple(_vehicle(t) for t in _array_of_tables(root, "vehicles"))
-    strays = tuple(_stray(t) for t in _array_of_tables(root, "stray_reads"))
+    strays = tuple(_stray(t, len(vehicles)) for t in _array_of_tables(root, "stray_reads"))
     faults = tuple(_fault(t) for t in _array_of_tables(root, "faults"))
     root.finish()
     if not vehicles and not strays and not faults:
         raise ScenarioError(
             source, "vehicles", "expected at least one vehicle, stray read or fault"
         )
-    return Scenario(
+    scenario = Scenario(
         name=name,
         vehicles=vehicles,
         seed=seed,
@@ -443,7 +687,27 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         stray_reads=strays,
         faults=faults,
         link=link,
+        clock=clock,
+        format=version,
     )
+    _check_timeline(scenario, source)
+    return scenario
+
+
+def _check_timeline(scenario: Scenario, source: str) -> None:
+    """Vehicles take the booth one after the other: an ``arrive_s`` before the previous
+    vehicle's departure is an error (a tailgater arrives exactly then: ``gap_s = 0``)."""
+    clock = 0.0
+    for index, vehicle in enumerate(scenario.vehicles):
+        if vehicle.arrive_s is not None and vehicle.arrive_s < clock - 1e-9:
+            raise ScenarioError(
+                source,
+                f"vehicles[{index}].arrive_s",
+                f"expected no earlier than the previous vehicle's departure at {clock:g} s",
+                vehicle.arrive_s,
+            )
+        arrive = vehicle.arrive_s if vehicle.arrive_s is not None else clock + vehicle.gap_s
+        clock = arrive + vehicle.dwell_s
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -457,126 +721,12 @@ def load_scenario(path: Path) -> Scenario:
     return parse_scenario(text, str(path))
 
 
-# --- Writing ---
-
-
-_TOML_ESCAPES: Final = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\b": "\\b",
-    "\t": "\\t",
-    "\n": "\\n",
-    "\f": "\\f",
-    "\r": "\\r",
-}
-
-
-def _toml_string(text: str) -> str:
-    """A TOML basic string: quotes, backslashes and control characters escaped."""
-    out = []
-    for char in text:
-        if char in _TOML_ESCAPES:
-            out.append(_TOML_ESCAPES[char])
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04X}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def _card_lines(card: CardPass) -> list[str]:
-    lines = [f"epc = {_toml_value(card.epc)}"]
-    if card.tid is not None:
-        lines.append(f"tid = {_toml_value(card.tid)}")
-    lines += [
-        f"reads = {card.reads}",
-        f"rssi_dbm = {_toml_value(card.rssi_dbm)}",
-        f"antennas = {_toml_value(card.antennas)}",
-    ]
-    if card.straggler_reads:
-        lines.append(f"straggler_reads = {card.straggler_reads}")
-    return lines
-
-
-def dump_scenario(scenario: Scenario) -> str:
-    """TOML text that :func:`parse_scenario` reads back to an equal :class:`Scenario`."""
-    firmware = ".".join(str(part) for part in scenario.firmware)
-    lines = [
-        "[scenario]",
-        f"name = {_toml_value(scenario.name)}",
-        f"description = {_toml_value(scenario.description)}",
-        f"seed = {scenario.seed}",
-        f"controller_id = {_toml_value(scenario.controller_id)}",
-        f"firmware = {_toml_value(firmware)}",
-    ]
-    if not scenario.link.is_clean:
-        link = scenario.link
-        lines += [
-            "",
-            "[link]",
-            f"drop_probability = {_toml_value(link.drop_probability)}",
-            f"drop_incoming_probability = {_toml_value(link.drop_incoming_probability)}",
-            f"garbage_probability = {_toml_value(link.garbage_probability)}",
-            f"garbage_max_bytes = {link.garbage_max_bytes}",
-            f"corrupt_probability = {_toml_value(link.corrupt_probability)}",
-        ]
-    for vehicle in scenario.vehicles:
-        lines += [
-            "",
-            "[[vehicles]]",
-            f"gap_s = {_toml_value(vehicle.gap_s)}",
-            f"loop_id = {vehicle.loop_id}",
-            f"dwell_s = {_toml_value(vehicle.dwell_s)}",
-        ]
-        if vehicle.plate is not None:
-            lines.append(f"plate = {_toml_value(vehicle.plate)}")
-        if vehicle.jurisdiction is not None:
-            lines.append(f"jurisdiction = {_toml_value(vehicle.jurisdiction)}")
-        for card in vehicle.cards:
-            lines += ["", "[[vehicles.cards]]", *_card_lines(card)]
-    for stray in scenario.stray_reads:
-        lines += [
-            "",
-            "[[stray_reads]]",
-            f"at_s = {_toml_value(stray.at_s)}",
-            f"duration_s = {_toml_value(stray.duration_s)}",
-            *_card_lines(stray.card),
-        ]
-    for fault in scenario.faults:
-        try:
-            code = _toml_value(FaultCode(fault.code).name)
-        except ValueError:
-            code = str(fault.code)
-        lines += [
-            "",
-            "[[faults]]",
-            f"at_s = {_toml_value(fault.at_s)}",
-            f"code = {code}",
-            f"detail = {_toml_value(fault.detail)}",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-# --- Generating ---
+# --- Generating (the demo's lane) ---
 
 _JURISDICTIONS: Final = ("CA", "AZ", "TX", "NM", "BC", "ON", "MX-BCN", "MX-SON")
 
 
-def _random_plate(rng: random.Random) -> str:
+def random_plate(rng: random.Random) -> str:
     letters = "".join(rng.choice(string.ascii_uppercase) for _ in range(3))
     digits = "".join(rng.choice(string.digits) for _ in range(rng.choice((3, 4))))
     return (
@@ -584,7 +734,7 @@ def _random_plate(rng: random.Random) -> str:
     )
 
 
-def _random_epc(rng: random.Random) -> str:
+def random_epc(rng: random.Random) -> str:
     return f"{rng.getrandbits(96):024X}"
 
 
@@ -605,7 +755,8 @@ def generate_scenario(
 
     About ``no_card_ratio`` of the vehicles carry no card; each card is one of ``card_refs``
     except for about ``unknown_card_ratio`` of them, which get a random EPC no cache knows.
-    Every vehicle has a plate and jurisdiction.
+    Every vehicle has a plate and jurisdiction. (``firmware_bridge.situations`` writes the
+    harder lanes: queues, neighbouring lanes, loop faults.)
     """
     if vehicles < 0:
         raise ValueError(f"vehicles must be >= 0, got {vehicles}")
@@ -618,7 +769,7 @@ def generate_scenario(
         while len(epcs) < count:
             remaining = [ref for ref in refs if ref not in epcs]
             if not remaining or rng.random() < unknown_card_ratio:
-                epcs.append(_random_epc(rng))
+                epcs.append(random_epc(rng))
             else:
                 epcs.append(rng.choice(remaining))
         cards = tuple(
@@ -637,7 +788,7 @@ def generate_scenario(
                 gap_s=round(rng.uniform(*gap_s), 2),
                 loop_id=1,
                 cards=cards,
-                plate=_random_plate(rng),
+                plate=random_plate(rng),
                 jurisdiction=rng.choice(_JURISDICTIONS),
             )
         )

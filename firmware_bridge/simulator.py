@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
-import math
 import os
 import random
 import select
@@ -42,7 +42,6 @@ from firmware_bridge.codec import (
     FrameDecoder,
     Heartbeat,
     Hello,
-    Loop,
     Message,
     Ping,
     PingFlags,
@@ -53,12 +52,12 @@ from firmware_bridge.codec import (
     build_frame,
     cobs_encode,
 )
-from firmware_bridge.scenario import (
-    STRAGGLER_WINDOW_S,
-    CardPass,
-    Scenario,
-    ScenarioError,
-    load_scenario,
+from firmware_bridge.scenario import Scenario, ScenarioError, load_scenario
+from firmware_bridge.scenario_plan import (
+    SimEvent,
+    controller_offset_ms,
+    plan_scenario,
+    scenario_truth,
 )
 
 logger = logging.getLogger(__name__)
@@ -71,76 +70,6 @@ OUTPUT_BUFFER_LIMIT: Final = 16_384
 """Bytes queued for a pty nobody reads; beyond it frames are dropped like on a dead UART."""
 
 _MAX_SELECT_S: Final = 0.05
-
-SimEvent = TagRead | Loop | Fault
-"""Events a scenario produces."""
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedEvent:
-    """An event and the scenario time (seconds, before ``speed``) at which it happens.
-
-    The message's ``timestamp_ms`` is replaced by the controller clock when it is emitted.
-    """
-
-    at_s: float
-    message: SimEvent
-
-
-def _read_times(rng: random.Random, start_s: float, span_s: float, count: int) -> list[float]:
-    """``count`` times spread over ``span_s``: one per equal slice, never on a slice edge."""
-    return [start_s + span_s * (index + rng.uniform(0.05, 0.95)) / count for index in range(count)]
-
-
-def _rssi_deci_dbm(rng: random.Random, card: CardPass, phase: float) -> int:
-    """RSSI rises as the vehicle reaches the antennas and falls as it leaves (phase 0..1)."""
-    weakest, strongest = card.rssi_dbm
-    level = weakest + (strongest - weakest) * math.sin(math.pi * min(max(phase, 0.0), 1.0))
-    level += rng.uniform(-1.5, 1.5)
-    return round(min(max(level, weakest), strongest) * 10)
-
-
-def _card_reads(
-    rng: random.Random, card: CardPass, start_s: float, span_s: float, count: int, phase0: float
-) -> list[PlannedEvent]:
-    epc = bytes.fromhex(card.epc)
-    tid = bytes.fromhex(card.tid) if card.tid else None
-    events = []
-    for at_s in _read_times(rng, start_s, span_s, count):
-        phase = phase0 + (at_s - start_s) / span_s if span_s else phase0
-        read = TagRead(0, rng.choice(card.antennas), _rssi_deci_dbm(rng, card, phase), epc, tid)
-        events.append(PlannedEvent(at_s, read))
-    return events
-
-
-def plan_scenario(scenario: Scenario) -> list[PlannedEvent]:
-    """Every event of the scenario in emission order; repeatable for a given ``seed``.
-
-    Per vehicle: LOOP occupied, the card reads spread over the dwell, LOOP clear, then any
-    straggler reads. Stray reads and faults are placed at their own times.
-    """
-    rng = random.Random(scenario.seed)
-    planned: list[PlannedEvent] = []
-    clock_s = 0.0
-    for vehicle in scenario.vehicles:
-        arrive_s = clock_s + vehicle.gap_s
-        leave_s = arrive_s + vehicle.dwell_s
-        planned.append(PlannedEvent(arrive_s, Loop(0, vehicle.loop_id, occupied=True)))
-        for card in vehicle.cards:
-            planned += _card_reads(rng, card, arrive_s, vehicle.dwell_s, card.reads, 0.0)
-        planned.append(PlannedEvent(leave_s, Loop(0, vehicle.loop_id, occupied=False)))
-        for card in vehicle.cards:
-            if card.straggler_reads:
-                planned += _card_reads(
-                    rng, card, leave_s, STRAGGLER_WINDOW_S, card.straggler_reads, 1.0
-                )
-        clock_s = leave_s
-    for stray in scenario.stray_reads:
-        planned += _card_reads(rng, stray.card, stray.at_s, stray.duration_s, stray.card.reads, 0.5)
-    for fault in scenario.faults:
-        planned.append(PlannedEvent(fault.at_s, Fault(0, fault.code, fault.detail)))
-    # Stable sort: a LOOP and a read planned for the same instant keep their order above.
-    return sorted(planned, key=lambda event: event.at_s)
 
 
 @dataclass(slots=True)
@@ -205,7 +134,7 @@ class ControllerSimulator:
         speed: float = 1.0,
         window: int = DEFAULT_WINDOW,
         resend_timeout_s: float = DEFAULT_RESEND_TIMEOUT_S,
-        heartbeat_interval_s: float = 1.0,
+        heartbeat_interval_s: float | None = None,
         host_timeout_s: float | None = 10.0,
         start_on_host: bool = True,
         link_path: Path | None = None,
@@ -219,7 +148,10 @@ class ControllerSimulator:
         self.speed = speed
         self.window = window
         self.resend_timeout_s = resend_timeout_s
-        self.heartbeat_interval_s = heartbeat_interval_s
+        # Every second of the controller's clock (PROTOCOL.md), which runs ``speed`` times faster.
+        self.heartbeat_interval_s = (
+            heartbeat_interval_s if heartbeat_interval_s is not None else 1.0 / speed
+        )
         self.host_timeout_s = host_timeout_s
         self.start_on_host = start_on_host
         self.link_path = link_path
@@ -239,6 +171,10 @@ class ControllerSimulator:
         self._plan = plan_scenario(scenario)
         self._plan_index = 0
         self._clock_started_at: float | None = None
+        self._created_at = time.monotonic()
+        self._started_elapsed_ms = 0
+        """Controller milliseconds since the simulator was made, when the scenario clock started."""
+        self._boot_elapsed_ms = 0
 
         self._master_fd: int | None = None
         self._slave_fd: int | None = None
@@ -342,7 +278,7 @@ class ControllerSimulator:
         with self._lock:
             now = time.monotonic()
             if not self.start_on_host:
-                self._clock_started_at = now
+                self._start_clock(now)
         try:
             while True:
                 with self._lock:
@@ -461,8 +397,11 @@ class ControllerSimulator:
         self._slave_fd = None
 
     def _boot(self, now: float, boot_id: int | None = None) -> None:
-        self._boot_id = self._link_rng.getrandbits(32) if boot_id is None else boot_id
+        # Differs on every power-up, as PROTOCOL.md requires (two simulators playing the same
+        # scenario are two controllers), so not drawn from the scenario's seeded generators.
+        self._boot_id = random.SystemRandom().getrandbits(32) if boot_id is None else boot_id
         self._boot_started_at = now
+        self._boot_elapsed_ms = self._elapsed_ms(now)
         self._next_seq = 0
         self._hello_acked = False
         self._counters.events_lost_on_reboot += len(self._pending) + sum(
@@ -474,8 +413,42 @@ class ControllerSimulator:
         self._next_heartbeat_at = now
         self._send_hello(now)
 
+    def _elapsed_ms(self, now: float) -> int:
+        """Controller milliseconds since the simulator was made, on scenario time: ``speed``
+        times faster than real time from the start (a time-lapse of the lane), with the
+        scenario's drift and steps once it plays, so that the agent sees the lane's timing as
+        written at any speed."""
+        started = self._clock_started_at
+        if started is None:
+            return round((now - self._created_at) * 1000 * self.speed)
+        return self._started_elapsed_ms + controller_offset_ms(
+            self.scenario.clock, (now - started) * self.speed
+        )
+
+    def _uptime_ms(self, elapsed_ms: int) -> int:
+        return max(0, elapsed_ms - self._boot_elapsed_ms) & 0xFFFFFFFF
+
     def _now_ms(self, now: float) -> int:
-        return int((now - self._boot_started_at) * 1000) & 0xFFFFFFFF
+        return self._uptime_ms(self._elapsed_ms(now))
+
+    def _stamp(self, at_s: float) -> int:
+        """The controller timestamp of something planned at scenario time ``at_s``."""
+        return self._uptime_ms(
+            self._started_elapsed_ms + controller_offset_ms(self.scenario.clock, at_s)
+        )
+
+    def _start_clock(self, now: float) -> None:
+        self._started_elapsed_ms = self._elapsed_ms(now)
+        self._clock_started_at = now
+
+    @property
+    def wall_time_origin(self) -> float | None:
+        """The agent-clock (Unix) time at which the scenario clock started (None before)."""
+        with self._lock:
+            started = self._clock_started_at
+            if started is None:
+                return None
+            return time.time() - (time.monotonic() - started)
 
     def _take_seq(self) -> int:
         seq = self._next_seq
@@ -598,7 +571,7 @@ class ControllerSimulator:
         if isinstance(in_flight.message, Hello) and not self._hello_acked:
             self._hello_acked = True
             if self._clock_started_at is None:
-                self._clock_started_at = now
+                self._start_clock(now)
         self._changed.notify_all()
 
     def _play(self, now: float) -> None:
@@ -610,7 +583,7 @@ class ControllerSimulator:
             if planned.at_s > scenario_time:
                 break
             self._plan_index += 1
-            event = dataclasses.replace(planned.message, timestamp_ms=self._now_ms(now))
+            event = dataclasses.replace(planned.message, timestamp_ms=self._stamp(planned.at_s))
             if isinstance(event, TagRead):
                 self._tag_reads += 1
             self._pending.append(event)
@@ -707,6 +680,40 @@ class ControllerSimulator:
         del self._out[:written]
 
 
+def truth_document(scenario: Scenario, speed: float, wall_origin: float) -> dict[str, Any]:
+    """What ``lane-agent simulate --truth FILE`` writes once the scenario clock has started.
+
+    Scenario times convert to the crossing event's times (the agent's wall clock) as
+    ``wall_time_origin + s / speed``: the simulated controller's clock runs ``speed`` times
+    faster than real time, and the agent converts what it correlated on that clock back to its
+    own.
+    """
+    truth = scenario_truth(scenario)
+    return {
+        "scenario": scenario.name,
+        "format": scenario.format,
+        "speed": speed,
+        "wall_time_origin": round(wall_origin, 3),
+        "shift_s": truth.shift_s,
+        "vehicles": [
+            {
+                "index": vehicle.index,
+                "arrive_s": round(vehicle.arrive_s, 3),
+                "depart_s": round(vehicle.depart_s, 3),
+                "arrive_at": round(wall_origin + vehicle.arrive_s / speed, 3),
+                "depart_at": round(wall_origin + vehicle.depart_s / speed, 3),
+                "cards": list(vehicle.cards),
+                "expected_cards": list(vehicle.expected_cards),
+                "plate": vehicle.plate,
+                "jurisdiction": vehicle.jurisdiction,
+                "loop_fault": vehicle.loop_fault,
+            }
+            for vehicle in truth.vehicles
+        ],
+        "stray_cards": list(truth.stray_cards),
+    }
+
+
 def run_simulator_cli(
     scenario_path: Path,
     speed: float,
@@ -714,8 +721,12 @@ def run_simulator_cli(
     *,
     err: TextIO | None = None,
     drain_timeout_s: float = 30.0,
+    truth_path: Path | None = None,
 ) -> int:
     """``lane-agent simulate``: print the pty path, play the scenario, exit when acknowledged.
+
+    With ``truth_path``, the scenario's truth (:func:`truth_document`) is written there as JSON
+    as soon as the agent has taken the controller's HELLO and the scenario clock starts.
 
     Exit status: 0 when every event was acknowledged, 1 when the agent had not acknowledged
     them ``drain_timeout_s`` after the scenario ended, 2 for a bad scenario or speed, and
@@ -744,12 +755,16 @@ def run_simulator_cli(
             previous_handlers[signum] = signal.signal(signum, on_signal)
 
     simulator = ControllerSimulator(scenario, speed=speed)
+    truth_written = truth_path is None
     try:
         simulator.start()
         print(simulator.device_path, file=out, flush=True)
         played_at: float | None = None
         while not stop_requested.is_set():
-            if simulator.wait_done(0.1):
+            done = simulator.wait_done(0.1)
+            if not truth_written and truth_path is not None:
+                truth_written = _write_truth(simulator, truth_path)
+            if done:
                 return 0
             if played_at is None and simulator.played:
                 played_at = time.monotonic()
@@ -766,3 +781,14 @@ def run_simulator_cli(
         simulator.stop()
         for handled, handler in previous_handlers.items():
             signal.signal(handled, handler)
+
+
+def _write_truth(simulator: ControllerSimulator, path: Path) -> bool:
+    wall_origin = simulator.wall_time_origin
+    if wall_origin is None:
+        return False
+    document = truth_document(simulator.scenario, simulator.speed, wall_origin)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    temporary.replace(path)
+    return True

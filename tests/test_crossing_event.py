@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from datetime import UTC, datetime
@@ -9,7 +10,22 @@ from datetime import UTC, datetime
 import jsonschema
 import pytest
 
-from agent.lane.correlator import CardObservation, ClosedBy, Crossing, OpenedBy
+from agent.lane.association import (
+    Association,
+    AssociationSettings,
+    Read,
+    Rule,
+    Stay,
+    evidence_of,
+)
+from agent.lane.correlator import (
+    CardObservation,
+    ClosedBy,
+    Crossing,
+    LoopAnomaly,
+    OpenedBy,
+    SetAsideCard,
+)
 from agent.lane.credentials import Credential, CredentialStatus, DocumentType, Program
 from agent.lane.policy import LanePolicy, LaneType, Reason, decide
 from agent.wire.crossing_event import (
@@ -22,7 +38,7 @@ from agent.wire.crossing_event import (
 )
 from agent.wire.schema import load_schema
 
-SCHEMA = load_schema("lane-agent/crossing-event/1")
+SCHEMA = load_schema("lane-agent/crossing-event/2")
 LANE = LaneIdentity(
     port_id="SYS-0250", lane_id="L03", lane_type=LaneType.TRUSTED_TRAVELLER, agent_version="0.1.0"
 )
@@ -111,6 +127,8 @@ def test_event_carries_match_results_but_not_the_chip_id() -> None:
         "best_rssi_dbm": -51.2,
         "antennas": [1, 2],
         "first_read_at": iso(AT - 3),
+        "association": "attached",
+        "evidence": {"rule": "strong_at_booth"},
     }
     assert "E2003412" not in encode(event).decode()
     assert event["recommendation"] == "ALERT"
@@ -146,3 +164,94 @@ def test_uuid7_is_version_7_and_ordered_by_time() -> None:
 
 def test_encoding_is_compact_sorted_utf8() -> None:
     assert encode({"b": 1, "a": "é"}) == '{"a":"é","b":1}'.encode()
+
+
+def test_event_explains_each_cards_association_and_lists_the_cards_set_aside() -> None:
+    """What occupant association decided, and from what, travels with the crossing."""
+    stay = Stay(AT - 10, AT)
+    settings = AssociationSettings()
+    attached = evidence_of([Read(AT - 8 + i, -50.0, 1) for i in range(6)], stay, settings)
+    faint = evidence_of([Read(AT - 1.5, -78.0, 2), Read(AT - 0.8, -72.0, 2)], stay, settings)
+    decision = decide(
+        dataclasses.replace(
+            crossing([KNOWN.ref]),
+            cards=(
+                CardObservation(
+                    ref=KNOWN.ref,
+                    reads=6,
+                    first_at=AT - 8,
+                    last_at=AT - 3,
+                    best_rssi_dbm=-50.0,
+                    antennas=(1,),
+                    tid=None,
+                    association=Association.UNCERTAIN,
+                    rule=Rule.SINGLE_READ,
+                    evidence=attached,
+                ),
+            ),
+            set_aside=(
+                SetAsideCard(
+                    "E2801160600002000000FF01", Association.NEXT_VEHICLE, Rule.LATE_APPROACH, faint
+                ),
+            ),
+            anomalies=(LoopAnomaly.CHATTER,),
+        ),
+        {KNOWN.ref: KNOWN}.get,
+        POLICY,
+    )
+    event = build_crossing_event(
+        decision, seq=3, event_id=uuid7(), lane=LANE, cache=CacheInfo(None, None), committed_at=AT
+    )
+    jsonschema.validate(event, SCHEMA)
+    (card,) = event["cards"]
+    assert card["association"] == "uncertain"
+    assert card["evidence"] == {
+        "rule": "single_read",
+        "reads": 6,
+        "reads_at_booth": 6,
+        "onset_s": 2.0,
+        "end_gap_s": 3.0,
+        "spread": 0.6,
+        "peak_rssi_dbm": -50.0,
+        "strong_reads": 6,
+        "median_rssi_dbm": -50.0,
+        "rise_db": 0.0,
+        "zones": ["booth"],
+    }
+    assert event["set_aside"] == [
+        {
+            "ref": "E2801160600002000000FF01",
+            "association": "next_vehicle",
+            "evidence": {
+                "rule": "late_approach",
+                "reads": 2,
+                "reads_at_booth": 2,
+                "onset_s": 8.5,
+                "end_gap_s": 0.8,
+                "spread": 0.2,
+                "peak_rssi_dbm": -72.0,
+                "strong_reads": 0,
+                "median_rssi_dbm": -75.0,
+                "rise_db": 6.0,
+                "zones": ["booth"],
+            },
+        }
+    ]
+    assert event["loop_anomalies"] == ["chatter"]
+    assert "CARD_ASSOCIATION_UNCERTAIN" in event["reasons"]
+    assert event["recommendation"] == "REFER"
+
+
+def test_event_times_are_the_agents_wall_clock_converted_from_lane_time() -> None:
+    decision = decide(crossing([KNOWN.ref]), {KNOWN.ref: KNOWN}.get, POLICY)
+    event = build_crossing_event(
+        decision,
+        seq=1,
+        event_id=uuid7(),
+        lane=LANE,
+        cache=CacheInfo(None, None),
+        committed_at=AT,
+        wall=lambda lane: lane + 2.0,  # the controller's clock runs 2 s behind the agent's
+    )
+    assert event["closed_at"] == iso(AT + 2.0)
+    assert event["cards"][0]["first_read_at"] == iso(AT - 3 + 2.0)

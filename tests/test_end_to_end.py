@@ -35,7 +35,7 @@ from firmware_bridge.simulator import ControllerSimulator
 from tests.support.broker import MosquittoBroker, Subscriber, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = load_schema("lane-agent/crossing-event/1")
+SCHEMA = load_schema("lane-agent/crossing-event/2")
 KNOWN = [str(record["ref"]) for record in demo_records()]
 SPEED = 10.0
 
@@ -64,7 +64,7 @@ class RunningLane:
             simulator = ControllerSimulator(scenario, speed=SPEED)
             simulator.start()
         self.simulator = simulator
-        self.config = demo_config(workdir, self.simulator.device_path, broker.port, SPEED)
+        self.config = demo_config(workdir, self.simulator.device_path, broker.port)
         self.service = LaneService(self.config)
         self.stop = threading.Event()
         self.exit_code: int | None = None
@@ -167,7 +167,13 @@ def test_revoked_card_raises_an_alert_with_the_holder_reference(
 ) -> None:
     revoked = next(str(r["ref"]) for r in demo_records() if r["status"] == "REVOKED")
     scenario = generate_scenario(
-        3, [revoked], seed=5, unknown_card_ratio=0.0, no_card_ratio=0.0, max_cards=1
+        3,
+        [revoked],
+        seed=5,
+        unknown_card_ratio=0.0,
+        no_card_ratio=0.0,
+        max_cards=1,
+        gap_s=(9.0, 12.0),  # three holders of the card, not one card handed from car to car
     )
     with Subscriber(mosquitto.host, mosquitto.port, all_crossings_filter()) as subscriber:
         lane_factory(scenario)

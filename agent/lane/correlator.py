@@ -1,55 +1,82 @@
-"""Crossing correlation: turn a stream of loop edges and tag reads into one crossing per vehicle.
+"""Crossing correlation: loop edges, card reads and plates in; one crossing per vehicle out.
 
-An inspection lane is a stop point: one vehicle at the booth at a time. A crossing opens when
-the presence loop becomes occupied or, when the reader sees a card before the vehicle reaches
-the loop, at the first read. It collects de-duplicated cards and closes when the loop clears
-(departure), when a tag-only crossing sees no vehicle and no reads for ``idle_timeout_s``, or
-after ``max_open_s`` as a safety net against a stuck loop.
+An inspection lane is a stop point: one vehicle at the booth at a time, the next one queued
+behind it, other lanes alongside. The correlator keeps every recent read of every card
+(:mod:`agent.lane.tracks`) and cuts the lane's timeline into vehicles, mostly at the presence
+loop's edges and, when the loop fails, on the evidence of the cards. When a vehicle's crossing
+closes, each card read around its stay is judged (:mod:`agent.lane.association`): carried by
+the crossing (``attached`` or ``uncertain``), kept for the next vehicle, or set aside as another
+lane's. docs/fusion.md tells the whole story; in short:
 
-Plate readings carry the time their frame was captured, not the time inference finished, so a
-reading that arrives late still goes where its frame belongs: to the open crossing, or, when it
-was captured up to ``plate_preroll_s`` before the crossing opened (the camera sees the plate
-before the vehicle reaches the loop), to the next one. A reading of a frame captured before the
-last crossing closed arrives too late for it and is dropped (counted); so is a reading of the
-plate of the vehicle that just left, within ``straggler_window_s``, like a straggler card read.
+* **Arrival**: the loop becomes occupied. Reads in the ``approach_window_s`` before it count as
+  the vehicle's approach.
+* **Departure**: the loop clears and stays clear for ``departure_confirm_s`` (or, after an
+  occupation shorter than ``min_stay_s``, ``short_stay_confirm_s``): a shorter clear is chatter
+  and the vehicle stays. The crossing closes at the clear edge.
+* **Tail**: the loop occupied again within ``rejoin_window_s`` of a departure may be the same
+  vehicle (a trailer after the hitch gap, a loop that dropped out) or a tailgater. It becomes a
+  crossing as soon as a new card is read strongly at the booth (or a new plate is read); if it
+  clears within ``tail_max_s`` with nothing new it was the departed vehicle's tail; if it stays
+  while the departed vehicle's cards keep being read at the booth, the loop dropped out under a
+  vehicle that never left, and the rest of its occupation is a *continuation* that produces no
+  second crossing.
+* **Missing clear**: an occupied edge while already occupied closes the crossing
+  (``next_arrival``): its clear was lost.
+* **Split by evidence**: while the loop stays occupied (stuck, or a tailgater bumper to bumper),
+  a card read strongly at the booth that was not there before, once every card of the vehicle
+  at the booth has gone quiet for ``split_quiet_s``, means the vehicle changed: the crossing is
+  closed between the two and a new one opened (``evidence_split``).
+* **Longest stay**: a crossing open for ``max_open_s`` closes (``max_duration``); a loop still
+  occupied then is not trusted until it clears.
+* **No loop**: a card read strongly at the booth with no vehicle on the loop is a vehicle the
+  loop missed; its crossing closes ``idle_timeout_s`` after its cards stop being read. Weak
+  bursts with nobody on the loop (a neighbouring lane) make no crossing at all.
 
-A card of the vehicle that just left is often read again while the next vehicle pulls up
-(reader fields reach past the booth). Such straggler reads within ``straggler_window_s`` of the
-close are dropped rather than attributed to the next vehicle, because a card cannot
-physically belong to two consecutive vehicles within seconds.
+All times are lane time (:mod:`agent.lane.clock`): the controller's own clock, so a replayed
+journal or resent events correlate as they happened. Plate readings carry the time their frame
+was captured; a reading goes to the crossing open then, or, up to ``plate_preroll_s`` before
+one opens, to the next one; a reading of the plate of the vehicle that just left, within
+``straggler_window_s``, is dropped.
 
-A restart of the agent is not idle time: :class:`~agent.lane.events.Resumed` tells the
-correlator when the agent is running again, and the time since its last input is taken out of
-every timer (the idle timeout and the longest stay of the open crossing, the straggler window of
-the crossings closed just before). The times a crossing reports are never shifted: only the
-deadlines move. When the controller restarted too (``Resumed.excise`` False) it lost what it
-had not delivered, so nothing is excised: the downtime is a plain advance of time.
-
-The correlator's state can be exported as plain JSON-compatible data and restored
+The state is exported as plain JSON-compatible data and restored
 (:meth:`CrossingCorrelator.export_state`, :meth:`CrossingCorrelator.restore`): the agent's input
-journal stores it with each committed crossing and, after a crash, replays the journalled inputs
-on top of it. Because the correlator reads no clock, a replay of the same inputs with the same
-times closes the same crossings, which :attr:`CrossingCorrelator.closed_count` numbers.
+journal stores it with each committed crossing and, after a crash, replays the journalled
+inputs on top of it; the n-th crossing closed is crossing number n.
 """
 
 from __future__ import annotations
 
 import enum
+import statistics
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from agent.lane.association import (
+    AntennaZone,
+    Association,
+    AssociationSettings,
+    CardEvidence,
+    CardJudgement,
+    Read,
+    Rule,
+    Stay,
+    evidence_of,
+    judge,
+    judge_all,
+)
 from agent.lane.events import (
     LaneInput,
     LoopChanged,
     PlateSeen,
-    Resumed,
     TagRead,
+    Tick,
     VisionChanged,
     VisionFault,
 )
 from agent.lane.plates import fold_lookalikes
+from agent.lane.tracks import CardTracks, TrackSettings
 
 
 class OpenedBy(enum.StrEnum):
@@ -57,6 +84,9 @@ class OpenedBy(enum.StrEnum):
 
     LOOP = "loop"
     TAG = "tag"
+    """Cards read strongly at the booth with no vehicle on the loop."""
+    EVIDENCE = "evidence"
+    """Split from the vehicle before it without a loop edge (the cards changed)."""
 
 
 class ClosedBy(enum.StrEnum):
@@ -66,7 +96,29 @@ class ClosedBy(enum.StrEnum):
     IDLE_TIMEOUT = "idle_timeout"
     MAX_DURATION = "max_duration"
     NEXT_ARRIVAL = "next_arrival"
+    EVIDENCE_SPLIT = "evidence_split"
     SHUTDOWN = "shutdown"
+
+
+class LoopAnomaly(enum.StrEnum):
+    """Something the presence loop got wrong while a crossing was open (in the event)."""
+
+    CHATTER = "chatter"
+    """Clears shorter than the departure confirmation were ignored."""
+    MISSING_CLEAR = "missing_clear"
+    """The loop never reported this vehicle's departure; the next arrival closed it."""
+    STUCK_OCCUPIED = "stuck_occupied"
+    """The loop stayed occupied past the longest stay."""
+    SPLIT_BY_CARDS = "split_by_cards"
+    """Separated from the vehicle before or after it by its cards, not by a loop edge."""
+
+
+class LoopFault(enum.StrEnum):
+    """Loop problems raised on the status topic."""
+
+    STUCK_OCCUPIED = "loop_stuck_occupied"
+    EDGE_MISSING = "loop_edge_missing"
+    CHATTER = "loop_chatter"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +128,30 @@ class CorrelationSettings:
     presence_loop_id: int = 1
     idle_timeout_s: float = 8.0
     max_open_s: float = 300.0
-    straggler_window_s: float = 3.0
+    straggler_window_s: float = 8.0
+    handed_back_after_s: float = 1.5
+    handed_back_margin_db: float = 8.0
+    infer_after_s: float = 4.0
     min_rssi_dbm: float = -85.0
     plate_preroll_s: float = 2.0
     max_plate_readings: int = 200
+    approach_window_s: float = 15.0
+    departure_confirm_s: float = 0.2
+    min_stay_s: float = 2.0
+    short_stay_confirm_s: float = 0.6
+    rejoin_window_s: float = 2.0
+    tail_max_s: float = 1.5
+    split_quiet_s: float = 3.0
+    stuck_occupied_s: float = 600.0
+    fault_hold_s: float = 600.0
+    chatter_fault_count: int = 5
+    max_reads_per_card: int = 1000
+    association: AssociationSettings = field(default_factory=AssociationSettings)
 
 
 @dataclass(frozen=True, slots=True)
 class CardObservation:
-    """Everything seen of one card during one crossing."""
+    """A card carried by a crossing: its reads for this vehicle and why it is carried."""
 
     ref: str
     reads: int
@@ -93,11 +160,24 @@ class CardObservation:
     best_rssi_dbm: float
     antennas: tuple[int, ...]
     tid: str | None
+    association: Association = Association.ATTACHED
+    rule: Rule = Rule.STRONG_AT_BOOTH
+    evidence: CardEvidence | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetAsideCard:
+    """A card read around a crossing that is not this vehicle's (next vehicle, another lane)."""
+
+    ref: str
+    association: Association
+    rule: Rule
+    evidence: CardEvidence
 
 
 @dataclass(frozen=True, slots=True)
 class Crossing:
-    """A closed crossing: one vehicle (or one burst of reads with no vehicle) at the booth."""
+    """A closed crossing: one vehicle at the booth (or one a loop missed)."""
 
     opened_at: float
     closed_at: float
@@ -105,83 +185,21 @@ class Crossing:
     closed_by: ClosedBy
     vehicle_detected: bool
     cards: tuple[CardObservation, ...]
+    """Cards carried by the crossing: attached or uncertain, by first read."""
     plates: tuple[PlateSeen, ...] = ()
     """Plate readings of this vehicle, in arrival order (empty without a camera)."""
     vision_faults: tuple[VisionFault, ...] = ()
     """Camera or plate reader faults in force at any time while the crossing was open."""
-
-
-@dataclass(slots=True)
-class _CardAccumulator:
-    ref: str
-    reads: int
-    first_at: float
-    last_at: float
-    best_rssi_dbm: float
-    antennas: set[int]
-    tid: str | None
-
-    def freeze(self) -> CardObservation:
-        return CardObservation(
-            ref=self.ref,
-            reads=self.reads,
-            first_at=self.first_at,
-            last_at=self.last_at,
-            best_rssi_dbm=self.best_rssi_dbm,
-            antennas=tuple(sorted(self.antennas)),
-            tid=self.tid,
-        )
-
-
-@dataclass(slots=True)
-class _OpenCrossing:
-    opened_at: float
-    opened_by: OpenedBy
-    vehicle_detected: bool
-    last_activity_at: float
-    cards: dict[str, _CardAccumulator] = field(default_factory=dict)
-    plates: list[PlateSeen] = field(default_factory=list)
-    vision_faults: set[VisionFault] = field(default_factory=set)
-    paused_s: float = 0.0
-    """Agent downtime while this crossing was open: it does not count against ``max_open_s``."""
-
-    def add_read(self, read: TagRead) -> None:
-        self.last_activity_at = read.at
-        card = self.cards.get(read.epc)
-        if card is None:
-            self.cards[read.epc] = _CardAccumulator(
-                ref=read.epc,
-                reads=1,
-                first_at=read.at,
-                last_at=read.at,
-                best_rssi_dbm=read.rssi_dbm,
-                antennas={read.antenna},
-                tid=read.tid,
-            )
-            return
-        card.reads += 1
-        card.last_at = read.at
-        card.best_rssi_dbm = max(card.best_rssi_dbm, read.rssi_dbm)
-        card.antennas.add(read.antenna)
-        if card.tid is None:
-            card.tid = read.tid
-
-    def close(self, at: float, closed_by: ClosedBy) -> Crossing:
-        return Crossing(
-            opened_at=self.opened_at,
-            closed_at=at,
-            opened_by=self.opened_by,
-            closed_by=closed_by,
-            vehicle_detected=self.vehicle_detected,
-            cards=tuple(c.freeze() for c in sorted(self.cards.values(), key=lambda c: c.first_at)),
-            plates=tuple(self.plates),
-            vision_faults=tuple(sorted(self.vision_faults)),
-        )
+    set_aside: tuple[SetAsideCard, ...] = ()
+    """Cards read around the stay judged to be the next vehicle's or another lane's."""
+    anomalies: tuple[LoopAnomaly, ...] = ()
+    provisional: bool = False
+    """A snapshot of a crossing still open (:meth:`CrossingCorrelator.current`)."""
 
 
 @dataclass(slots=True)
 class CorrelatorCounters:
-    """What the correlator dropped, and why (exposed on the status topic)."""
+    """What the correlator saw and decided (exposed on the status topic)."""
 
     weak_reads: int = 0
     straggler_reads: int = 0
@@ -191,16 +209,96 @@ class CorrelatorCounters:
     straggler_plates: int = 0
     late_plates: int = 0
     plates_over_limit: int = 0
+    chatter: int = 0
+    tails_absorbed: int = 0
+    continuations: int = 0
+    missing_clears: int = 0
+    evidence_splits: int = 0
+    stuck_closes: int = 0
+    vehicles_without_loop: int = 0
+    cards_attached: int = 0
+    cards_uncertain: int = 0
+    cards_next_vehicle: int = 0
+    cards_other_lane: int = 0
+
+
+@dataclass(slots=True)
+class _Segment:
+    """The vehicle at the booth: its crossing, open."""
+
+    opened_at: float
+    opened_by: OpenedBy
+    vehicle_detected: bool
+    arrived_at: float | None
+    plates: list[PlateSeen] = field(default_factory=list)
+    vision_faults: set[VisionFault] = field(default_factory=set)
+    anomalies: set[LoopAnomaly] = field(default_factory=set)
+    anchors: set[str] = field(default_factory=set)
+    """Cards that made a vehicle the loop missed (``tag``): its idle timeout follows them."""
+    ghost: bool = False
+    """The rest of a stay whose crossing already closed (the loop dropped out under a vehicle
+    that never left): it closes without a second crossing unless the cards say the vehicle
+    changed."""
+    last_split_check: float = float("-inf")
+
+    @property
+    def start(self) -> float:
+        return self.opened_at if self.arrived_at is None else self.arrived_at
+
+
+@dataclass(frozen=True, slots=True)
+class _Departed:
+    """The crossing closed last: what a tail or continuation of it compares with."""
+
+    at: float
+    by: ClosedBy
+    levels: Mapping[str, float]
+    """Carried cards → their median RSSI during the stay."""
+    plate: str | None
+
+
+@dataclass(slots=True)
+class _Tail:
+    """The loop occupied again soon after a departure: same vehicle or a new one?"""
+
+    started_at: float
+    departed: _Departed
+
+
+@dataclass(slots=True)
+class _Loop:
+    occupied: bool = False
+    since: float | None = None
+    clear_at: float | None = None
+    confirm_by: float | None = None
+    stuck: bool = False
+    splits: int = 0
+    edge_missing_at: float | None = None
+    chatter_times: deque[float] = field(default_factory=deque)
+
+
+_STATE_VERSION = 2
 
 
 class CrossingCorrelator:
-    """Owns the open crossing; feed it inputs in time order, collect closed crossings."""
+    """Owns the lane's timeline; feed it inputs in time order, collect closed crossings."""
 
     def __init__(self, settings: CorrelationSettings) -> None:
         self.settings = settings
         self.counters = CorrelatorCounters()
-        self._open: _OpenCrossing | None = None
-        self._recently_closed: dict[str, float] = {}
+        self._tracks = CardTracks(
+            TrackSettings(
+                straggler_window_s=settings.straggler_window_s,
+                handed_back_after_s=settings.handed_back_after_s,
+                handed_back_margin_db=settings.handed_back_margin_db,
+                max_reads_per_card=settings.max_reads_per_card,
+            ),
+            settings.association,
+        )
+        self._loop = _Loop()
+        self._segment: _Segment | None = None
+        self._tail: _Tail | None = None
+        self._departed: _Departed | None = None
         self._last_at = float("-inf")
         self._vision_fault: VisionFault | None = None
         self._plate_preroll: deque[PlateSeen] = deque()
@@ -208,10 +306,12 @@ class CrossingCorrelator:
         self._last_closed_at = float("-inf")
         self._closed_count = 0
 
+    # --- what the rest of the agent reads ---------------------------------------------------
+
     @property
     def has_open_crossing(self) -> bool:
-        """True while a vehicle (or a burst of reads) is being collected."""
-        return self._open is not None
+        """True while a vehicle is being collected (or a tail decided)."""
+        return self._segment is not None or self._tail is not None
 
     @property
     def last_at(self) -> float | None:
@@ -220,121 +320,79 @@ class CrossingCorrelator:
 
     @property
     def closed_count(self) -> int:
-        """Crossings closed so far, counting those before the state was restored.
-
-        The n-th crossing closed is crossing number n: a replay from a restored state numbers
-        the crossings it closes the same way the original run did.
-        """
+        """Crossings closed so far, counting those before the state was restored."""
         return self._closed_count
 
-    def export_state(self) -> dict[str, Any]:
-        """What shapes how later inputs are correlated, as plain JSON-compatible data.
+    def next_deadline(self) -> float | None:
+        """The earliest lane time at which time alone would change something (None: nothing)."""
+        s = self.settings
+        deadlines: list[float] = []
+        if self._loop.confirm_by is not None:
+            deadlines.append(self._loop.confirm_by)
+        if self._tail is not None:
+            tail_deadline = self._tail.started_at + s.tail_max_s
+            if self._last_at > tail_deadline:
+                tail_deadline = self._tail.started_at + 2 * s.tail_max_s
+            deadlines.append(tail_deadline)
+        segment = self._segment
+        if segment is not None:
+            deadlines.append(segment.opened_at + s.max_open_s)
+            if not segment.vehicle_detected:
+                last = self._last_anchor_read(segment, self._last_at)
+                if last is not None:
+                    deadlines.append(last + s.idle_timeout_s)
+        return min(deadlines) if deadlines else None
 
-        Plate readings waiting for a crossing and those of the open crossing are left out: their
-        crops are large and plate readings are not journalled, so a restored correlator
-        continues without them. Counters are per run and left out too.
-        """
-        current = self._open
-        return {
-            "version": _STATE_VERSION,
-            "closed_count": self._closed_count,
-            "last_at": _finite_or_none(self._last_at),
-            "last_closed_at": _finite_or_none(self._last_closed_at),
-            "recently_closed": dict(self._recently_closed),
-            "recently_closed_plates": dict(self._recently_closed_plates),
-            "vision_fault": None if self._vision_fault is None else self._vision_fault.value,
-            "open": None
-            if current is None
-            else {
-                "opened_at": current.opened_at,
-                "paused_s": current.paused_s,
-                "opened_by": current.opened_by.value,
-                "vehicle_detected": current.vehicle_detected,
-                "last_activity_at": current.last_activity_at,
-                "vision_faults": sorted(fault.value for fault in current.vision_faults),
-                "cards": [
-                    {
-                        "ref": card.ref,
-                        "reads": card.reads,
-                        "first_at": card.first_at,
-                        "last_at": card.last_at,
-                        "best_rssi_dbm": card.best_rssi_dbm,
-                        "antennas": sorted(card.antennas),
-                        "tid": card.tid,
-                    }
-                    for card in current.cards.values()
-                ],
-            },
-        }
-
-    @classmethod
-    def restore(cls, settings: CorrelationSettings, state: Mapping[str, Any]) -> CrossingCorrelator:
-        """A correlator in the state :meth:`export_state` described.
-
-        Raises ``ValueError`` for a state of another version or of the wrong shape.
-        """
-        if not isinstance(state, Mapping):
-            raise ValueError(f"correlator state is not an object: {type(state).__name__}")
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"correlator state version {state.get('version')!r} is not supported")
-        correlator = cls(settings)
-        try:
-            correlator._closed_count = int(state["closed_count"])
-            correlator._last_at = _float_or_minus_inf(state["last_at"])
-            correlator._last_closed_at = _float_or_minus_inf(state["last_closed_at"])
-            correlator._recently_closed = {
-                str(ref): float(at) for ref, at in state["recently_closed"].items()
-            }
-            correlator._recently_closed_plates = {
-                str(text): float(at) for text, at in state["recently_closed_plates"].items()
-            }
-            fault = state["vision_fault"]
-            correlator._vision_fault = None if fault is None else VisionFault(fault)
-            current = state["open"]
-            if current is not None:
-                opened = _OpenCrossing(
-                    opened_at=float(current["opened_at"]),
-                    opened_by=OpenedBy(current["opened_by"]),
-                    vehicle_detected=bool(current["vehicle_detected"]),
-                    last_activity_at=float(current["last_activity_at"]),
-                    vision_faults={VisionFault(f) for f in current["vision_faults"]},
-                    # Absent in states written before restarts were excised: nothing paused.
-                    paused_s=float(current.get("paused_s", 0.0)),
+    def loop_faults(self, at: float) -> dict[LoopFault, str]:
+        """Active loop faults with a message each."""
+        s = self.settings
+        loop = self._loop
+        found: dict[LoopFault, str] = {}
+        if loop.occupied and loop.since is not None:
+            occupied_for = at - loop.since
+            if loop.stuck or occupied_for >= s.stuck_occupied_s or loop.splits >= 2:
+                found[LoopFault.STUCK_OCCUPIED] = (
+                    f"presence loop occupied for {occupied_for:.0f} s "
+                    f"({loop.splits} vehicles told apart by their cards meanwhile)"
                 )
-                for card in current["cards"]:
-                    opened.cards[str(card["ref"])] = _CardAccumulator(
-                        ref=str(card["ref"]),
-                        reads=int(card["reads"]),
-                        first_at=float(card["first_at"]),
-                        last_at=float(card["last_at"]),
-                        best_rssi_dbm=float(card["best_rssi_dbm"]),
-                        antennas={int(a) for a in card["antennas"]},
-                        tid=None if card["tid"] is None else str(card["tid"]),
-                    )
-                correlator._open = opened
-        except (KeyError, TypeError, AttributeError, ValueError) as error:
-            raise ValueError(f"correlator state is malformed: {error!r}") from error
-        return correlator
+        if loop.edge_missing_at is not None and at - loop.edge_missing_at < s.fault_hold_s:
+            found[LoopFault.EDGE_MISSING] = (
+                f"presence loop missed a vehicle's departure {at - loop.edge_missing_at:.0f} s "
+                f"ago ({self.counters.missing_clears} missing clears, "
+                f"{self.counters.evidence_splits} splits by cards since start)"
+            )
+        recent = [t for t in loop.chatter_times if at - t < s.fault_hold_s]
+        if len(recent) >= s.chatter_fault_count:
+            found[LoopFault.CHATTER] = (
+                f"presence loop chattered {len(recent)} times in {s.fault_hold_s:.0f} s"
+            )
+        return found
+
+    def current(self, at: float) -> Crossing | None:
+        """The open crossing as it would close now, marked provisional (None: none open)."""
+        segment = self._segment
+        if segment is None or segment.ghost:
+            return None
+        end = max(at, segment.start)
+        crossing, _ = self._judged(segment, end, ClosedBy.DEPARTURE)
+        return replace(crossing, provisional=True)
+
+    # --- inputs ---------------------------------------------------------------------------
 
     def handle(self, event: LaneInput) -> list[Crossing]:
-        """Apply one input; return the crossings it closed (zero, one or two)."""
+        """Apply one input; return the crossings it closed (zero or more)."""
         if isinstance(event, PlateSeen):
             # Stamped with its frame's capture time, which inference makes late by design: it
             # neither moves the clock nor counts as out of order.
-            self._on_plate(event)
-            return []
-        if isinstance(event, Resumed) and event.excise:
-            self._resume(event.at)
-            return []
+            return self._on_plate(event)
         at = event.at
         if at < self._last_at:
-            # Inputs come from one queue in arrival order; a clock step backwards must not
-            # reopen or lengthen anything, so the event is applied at the latest time seen.
-            self.counters.out_of_order_events += 1
+            # A clock step backwards must not reopen or lengthen anything: the event is
+            # applied at the latest time seen.
+            if not isinstance(event, Tick):
+                self.counters.out_of_order_events += 1
             at = self._last_at
         self._last_at = at
-        # Expiry is the whole effect of a Tick, and of a Resumed that excises nothing: both
-        # only advance time.
         closed = self._expire(at)
         match event:
             case TagRead():
@@ -343,178 +401,847 @@ class CrossingCorrelator:
                 closed.extend(self._on_loop(event, at))
             case VisionChanged():
                 self._vision_fault = event.fault
-                if self._open is not None and event.fault is not None:
-                    self._open.vision_faults.add(event.fault)
+                if self._segment is not None and event.fault is not None:
+                    self._segment.vision_faults.add(event.fault)
+        closed.extend(self._after_input(at))
         return closed
 
     def close_all(self, at: float) -> list[Crossing]:
         """Close whatever is open (clean shutdown): nothing collected is lost.
 
-        Its cards and plates count as just departed, like those of any close: the checkpoint
-        keeps them, so the vehicle's reads right after the next start are stragglers, not a
-        second crossing.
+        A tail not yet decided is the departed vehicle's (nothing new was read in it).
         """
-        if self._open is None:
+        self._tail = None
+        segment = self._segment
+        if segment is None:
             return []
-        return [self._close(max(at, self._open.opened_at), ClosedBy.SHUTDOWN)]
+        return self._close(max(at, segment.start), ClosedBy.SHUTDOWN)
 
-    def _resume(self, at: float) -> None:
-        """Take the downtime from the last input to ``at`` out of every timer.
-
-        The recorded times (opened, read, closed) stay as they were; only the anchors of the
-        deadlines move. Nothing expires here: at the last input nothing was due, and after the
-        shift the same time remains.
-        """
-        gap = at - self._last_at
-        if not gap > 0 or gap == float("inf"):
-            return  # a clock step back, or a correlator that never saw an input
-        self._last_at = at
-        self._recently_closed = {ref: when + gap for ref, when in self._recently_closed.items()}
-        self._recently_closed_plates = {
-            text: when + gap for text, when in self._recently_closed_plates.items()
-        }
-        current = self._open
-        if current is not None:
-            current.last_activity_at += gap
-            current.paused_s += gap
+    # --- time -----------------------------------------------------------------------------
 
     def _expire(self, at: float) -> list[Crossing]:
-        window = self.settings.straggler_window_s
-        self._recently_closed = {
-            ref: closed_at
-            for ref, closed_at in self._recently_closed.items()
-            if at - closed_at <= window
-        }
+        s = self.settings
+        closed: list[Crossing] = []
+        window = s.straggler_window_s
         self._recently_closed_plates = {
-            text: closed_at
-            for text, closed_at in self._recently_closed_plates.items()
-            if at - closed_at <= window
+            text: when for text, when in self._recently_closed_plates.items() if at - when <= window
         }
-        preroll = self.settings.plate_preroll_s
-        while self._plate_preroll and at - self._plate_preroll[0].at > preroll:
+        while self._plate_preroll and at - self._plate_preroll[0].at > s.plate_preroll_s:
             self._plate_preroll.popleft()
-        current = self._open
-        if current is None:
-            return []
-        if at - current.paused_s - current.opened_at >= self.settings.max_open_s:
-            deadline = current.opened_at + current.paused_s + self.settings.max_open_s
-            return [self._close(deadline, ClosedBy.MAX_DURATION)]
+        loop = self._loop
+        if loop.confirm_by is not None and at >= loop.confirm_by:
+            clear_at = loop.clear_at
+            loop.clear_at = loop.confirm_by = None
+            if self._segment is not None and clear_at is not None:
+                closed.extend(self._close(clear_at, ClosedBy.DEPARTURE))
+        segment = self._segment
+        if segment is not None and at - segment.opened_at >= s.max_open_s:
+            deadline = segment.opened_at + s.max_open_s
+            if loop.occupied:
+                segment.anomalies.add(LoopAnomaly.STUCK_OCCUPIED)
+                loop.stuck = True
+                self.counters.stuck_closes += 1
+            closed.extend(self._close(deadline, ClosedBy.MAX_DURATION))
+        segment = self._segment
+        if segment is not None and not segment.vehicle_detected:
+            last = self._last_anchor_read(segment, at)
+            if last is None or at - last >= s.idle_timeout_s:
+                end = segment.start if last is None else last + s.idle_timeout_s
+                if segment.ghost and last is not None:
+                    end = last  # the departed vehicle was last seen then
+                closed.extend(self._close(min(end, at), ClosedBy.IDLE_TIMEOUT))
+        if self._tail is not None and at - self._tail.started_at > s.tail_max_s:
+            self._resolve_tail(at)
+        return closed
+
+    def _after_input(self, at: float) -> list[Crossing]:
+        """What the new state allows: a split by evidence, a vehicle that did not leave when the
+        loop cleared, a vehicle the loop missed."""
+        closed = self._check_split(at)
         if (
-            not current.vehicle_detected
-            and at - current.last_activity_at >= self.settings.idle_timeout_s
+            self._segment is None
+            and self._tail is None
+            and (not self._loop.occupied or self._loop.stuck)
+            and self._loop.clear_at is None
         ):
-            return [
-                self._close(
-                    current.last_activity_at + self.settings.idle_timeout_s, ClosedBy.IDLE_TIMEOUT
-                )
+            self._linger(at)
+        if (
+            self._segment is None
+            and self._tail is None
+            and (not self._loop.occupied or self._loop.stuck)
+            and self._loop.clear_at is None
+        ):
+            self._infer_vehicle(at)
+        return closed
+
+    def _linger(self, at: float) -> None:
+        """The loop cleared but the departed vehicle's cards are still read at the booth as
+        strongly as during its stay, steadily, for longer than a tail: it has not left (it
+        stopped just past the loop, or the loop recovered under it). The rest of its stay is
+        a ghost: no second crossing. Stragglers fade and stop; these do not."""
+        departed = self._departed
+        s = self.settings
+        if (
+            departed is None
+            or departed.by is not ClosedBy.DEPARTURE
+            or not s.tail_max_s <= at - departed.at <= s.straggler_window_s
+        ):
+            return
+        margin = s.association.weak_margin_db
+        for ref, level in departed.levels.items():
+            reads = [
+                r
+                for r in self._tracks.raw(ref, departed.at + 1.0, at)
+                if r.rssi_dbm >= level - margin
             ]
-        return []
-
-    def _close(self, at: float, closed_by: ClosedBy) -> Crossing:
-        assert self._open is not None
-        crossing = self._open.close(at, closed_by)
-        self._open = None
-        self._last_closed_at = at
-        self._closed_count += 1
-        for card in crossing.cards:
-            self._recently_closed[card.ref] = at
-        for plate in crossing.plates:
-            self._recently_closed_plates[fold_lookalikes(plate.text)] = at
-        return crossing
-
-    def _begin(self, at: float, opened_by: OpenedBy, vehicle_detected: bool) -> _OpenCrossing:
-        """Open a crossing, taking the plate readings of the moments before it opened."""
-        opened = self._open = _OpenCrossing(
-            opened_at=at,
-            opened_by=opened_by,
-            vehicle_detected=vehicle_detected,
-            last_activity_at=at,
-        )
-        if self._vision_fault is not None:
-            opened.vision_faults.add(self._vision_fault)
-        earliest = at - self.settings.plate_preroll_s
-        opened.plates.extend(p for p in self._plate_preroll if p.at >= earliest)
-        self._plate_preroll.clear()
-        return opened
-
-    def _on_plate(self, seen: PlateSeen) -> None:
-        current = self._open
-        earliest = self._last_closed_at
-        if current is not None:
-            earliest = max(earliest, current.opened_at - self.settings.plate_preroll_s)
-        if seen.at < earliest:
-            self.counters.late_plates += 1  # its frame belongs to a crossing already decided
+            if len(reads) >= 3 and reads[-1].at - reads[0].at >= 1.5 and at - reads[-1].at <= 1.0:
+                break
+        else:
             return
-        left_at = self._recently_closed_plates.get(fold_lookalikes(seen.text))
-        if left_at is not None and seen.at - left_at <= self.settings.straggler_window_s:
-            # Still in view after it left, even if the next vehicle's crossing has opened.
-            self.counters.straggler_plates += 1
-            return
-        if current is None:
-            self._plate_preroll.append(seen)
-            while len(self._plate_preroll) > self.settings.max_plate_readings:
-                self._plate_preroll.popleft()
-            return
-        if len(current.plates) >= self.settings.max_plate_readings:
-            # A vehicle parked in view for minutes: keep the most confident readings.
-            weakest = min(range(len(current.plates)), key=lambda i: current.plates[i].confidence)
-            self.counters.plates_over_limit += 1
-            if current.plates[weakest].confidence >= seen.confidence:
-                return
-            del current.plates[weakest]
-        current.plates.append(seen)
+        segment = self._open(departed.at, OpenedBy.LOOP, detected=False, take_preroll=False)
+        segment.ghost = True
+        segment.anchors.update(departed.levels)
+        self.counters.continuations += 1
+
+    # --- reads ----------------------------------------------------------------------------
 
     def _on_read(self, read: TagRead, at: float) -> list[Crossing]:
         if read.rssi_dbm < self.settings.min_rssi_dbm:
             self.counters.weak_reads += 1
             return []
-        current = self._open
-        already_in_current = current is not None and read.epc in current.cards
-        if not already_in_current and read.epc in self._recently_closed:
+        compact = Read(at, read.rssi_dbm, read.antenna)
+        if self._tracks.is_straggler(read.epc, compact):
             self.counters.straggler_reads += 1
-            return []
-        if current is None:
-            current = self._begin(at, OpenedBy.TAG, vehicle_detected=False)
-        current.add_read(read if read.at == at else _retimed(read, at))
+        self._tracks.add(read.epc, compact, read.tid)
+        tail = self._tail
+        if tail is not None and self._is_new_at_booth(read.epc, compact, tail.departed):
+            self._promote_tail(tail)
         return []
 
+    def _is_new_at_booth(self, ref: str, read: Read, departed: _Departed) -> bool:
+        """A card the departed vehicle did not carry, read strongly at the booth."""
+        assoc = self.settings.association
+        return (
+            ref not in departed.levels
+            and read.rssi_dbm >= assoc.strong_rssi_dbm
+            and assoc.zone(read.antenna) is AntennaZone.BOOTH
+        )
+
+    # --- the loop -------------------------------------------------------------------------
+
     def _on_loop(self, change: LoopChanged, at: float) -> list[Crossing]:
-        if change.loop_id != self.settings.presence_loop_id:
+        s = self.settings
+        if change.loop_id != s.presence_loop_id:
             self.counters.other_loop_events += 1
             return []
-        current = self._open
+        loop = self._loop
         if change.occupied:
-            if current is None:
-                self._begin(at, OpenedBy.LOOP, vehicle_detected=True)
+            if loop.occupied:
+                return self._missing_clear(at)
+            loop.occupied = True
+            if loop.clear_at is not None:
+                # Cleared for less than the confirmation: chatter under a vehicle that stays.
+                loop.clear_at = loop.confirm_by = None
+                self._chatter(at)
                 return []
-            if not current.vehicle_detected:
-                current.vehicle_detected = True
-                current.last_activity_at = at
-                return []
-            # Occupied twice without a clear: the clear was lost, so the first vehicle left.
-            closed = self._close(at, ClosedBy.NEXT_ARRIVAL)
-            self._begin(at, OpenedBy.LOOP, vehicle_detected=True)
-            return [closed]
-        if current is None:
+            loop.since = at
+            loop.splits = 0
+            return self._arrival(at)
+        if not loop.occupied:
             self.counters.unmatched_clears += 1
             return []
-        return [self._close(at, ClosedBy.DEPARTURE)]
+        loop.occupied = False
+        loop.stuck = False
+        if self._tail is not None and self._tail_clears(at):
+            return []
+        segment = self._segment
+        if segment is None or not segment.vehicle_detected:
+            return []
+        stay = at - segment.start
+        confirm = s.departure_confirm_s if stay >= s.min_stay_s else s.short_stay_confirm_s
+        if confirm <= 0:
+            return self._close(at, ClosedBy.DEPARTURE)
+        loop.clear_at = at
+        loop.confirm_by = at + confirm
+        return []
+
+    def _arrival(self, at: float) -> list[Crossing]:
+        segment = self._segment
+        closed: list[Crossing] = []
+        if segment is not None and segment.ghost:
+            # The vehicle that lingered past the loop has moved on: this is the next one.
+            closed.extend(self._close(at, ClosedBy.IDLE_TIMEOUT))
+            self._open(at, OpenedBy.LOOP, detected=True)
+            return closed
+        if segment is not None:
+            last = self._last_anchor_read(segment, at)
+            if last is not None and at - last <= self.settings.association.approach_gap_s:
+                # A vehicle its cards announced (strong reads, no loop yet) reaches the loop.
+                segment.vehicle_detected = True
+                segment.arrived_at = at
+                return []
+            # The vehicle the loop missed has gone quiet: this arrival is another one. It was
+            # last seen when its cards were last read.
+            closed.extend(self._close(at if last is None else last, ClosedBy.IDLE_TIMEOUT))
+        departed = self._departed
+        if (
+            departed is not None
+            and departed.by is ClosedBy.DEPARTURE
+            and at - departed.at <= self.settings.rejoin_window_s
+        ):
+            self._tail = _Tail(at, departed)
+            return closed
+        self._open(at, OpenedBy.LOOP, detected=True)
+        return closed
+
+    def _missing_clear(self, at: float) -> list[Crossing]:
+        """Occupied again without a clear: the vehicle at the booth left unseen."""
+        loop = self._loop
+        self.counters.missing_clears += 1
+        loop.edge_missing_at = at
+        loop.since = at
+        loop.splits = 0
+        loop.stuck = False
+        closed: list[Crossing] = []
+        if self._tail is not None:
+            self._promote_tail(self._tail)
+        segment = self._segment
+        if segment is not None:
+            if not segment.vehicle_detected:
+                segment.vehicle_detected = True
+                segment.arrived_at = at
+                return []
+            segment.anomalies.add(LoopAnomaly.MISSING_CLEAR)
+            closed.extend(self._close(at, ClosedBy.NEXT_ARRIVAL))
+        self._open(at, OpenedBy.LOOP, detected=True)
+        return closed
+
+    def _chatter(self, at: float) -> None:
+        self.counters.chatter += 1
+        times = self._loop.chatter_times
+        times.append(at)
+        while len(times) > 2 * self.settings.chatter_fault_count:
+            times.popleft()
+        if self._segment is not None:
+            self._segment.anomalies.add(LoopAnomaly.CHATTER)
+
+    # --- tails and continuations -----------------------------------------------------------
+
+    def _tail_clears(self, at: float) -> bool:
+        """The re-occupation cleared. Within ``tail_max_s`` and with no new card read in it
+        (however weakly, at the booth) it was the departed vehicle's tail: True. Otherwise it
+        was a vehicle of its own, now leaving: its crossing opens (False), and the clear is its
+        departure."""
+        tail = self._tail
+        assert tail is not None
+        if at - tail.started_at > self.settings.tail_max_s or self._new_card_in_tail(tail, at):
+            self._promote_tail(tail)
+            return False
+        self._tail = None
+        self.counters.tails_absorbed += 1
+        self._chatter(at)
+        self._extend_departure(tail.departed, at)
+        return True
+
+    def _new_card_in_tail(self, tail: _Tail, at: float) -> bool:
+        """A card the departed vehicle did not carry was read in the tail, not as a weak read
+        (the queue behind or the next lane read faintly)."""
+        assoc = self.settings.association
+        floor = assoc.strong_rssi_dbm - assoc.weak_margin_db
+        for ref, reads in self._tracks.eligible_by_card(
+            tail.started_at, at, tail.started_at
+        ).items():
+            if ref not in tail.departed.levels and any(r.rssi_dbm >= floor for r in reads):
+                return True
+        return False
+
+    def _resolve_tail(self, at: float) -> None:
+        """The re-occupation outlasted ``tail_max_s``: a vehicle that never left, or a new one.
+
+        It never left when its cards were read without a dip through the clear and into the
+        re-occupation, as strongly as during its stay (the loop dropped out under it). A car
+        that left and one that arrives (even with a card handed back) make the reads dip or
+        stop in between: a new vehicle. With nothing read of the departed vehicle's cards at all
+        yet (a card read every few seconds), it waits up to twice as long before deciding.
+        """
+        tail = self._tail
+        assert tail is not None
+        seen = self._departed_seen(tail.departed, tail.started_at + 1.0, at)
+        if seen is None and at - tail.started_at <= 2 * self.settings.tail_max_s:
+            return  # nothing read yet either way: wait (a clear meanwhile makes it a vehicle)
+        self._tail = None
+        segment = self._open(tail.started_at, OpenedBy.LOOP, detected=True, take_preroll=False)
+        if self._never_left(tail.departed, tail.started_at + 1.0):
+            segment.ghost = True
+            self.counters.continuations += 1
+            self._chatter(at)
+
+    def _promote_tail(self, tail: _Tail) -> None:
+        """The re-occupation is a vehicle of its own: its crossing opened when it arrived."""
+        self._tail = None
+        self._open(tail.started_at, OpenedBy.LOOP, detected=True)
+
+    def _never_left(self, departed: _Departed, until: float) -> bool:
+        """A departed card was read from its departure to ``until`` without a dip: every read
+        within ``weak_margin_db`` of its strength during the stay, at least one of them after
+        the departure."""
+        margin = self.settings.association.weak_margin_db
+        for ref, level in departed.levels.items():
+            reads = self._tracks.raw(ref, departed.at, until)
+            if reads and all(read.rssi_dbm >= level - margin for read in reads):
+                return True
+        return False
+
+    def _departed_seen(self, departed: _Departed, since: float, until: float) -> bool | None:
+        """True: a departed card read at its stay's strength (within ``weak_margin_db``) in
+        ``[since, until]``; False: read, but only weaker; None: not read at all."""
+        margin = self.settings.association.weak_margin_db
+        seen: bool | None = None
+        for ref, level in departed.levels.items():
+            for read in self._tracks.raw(ref, since, until):
+                if read.rssi_dbm >= level - margin:
+                    return True
+                seen = False
+        return seen
+
+    def _extend_departure(self, departed: _Departed, at: float) -> None:
+        """The departed vehicle was on the loop until ``at``: its reads until then are spent and
+        its stragglers count from then."""
+        for ref, level in departed.levels.items():
+            self._tracks.consume(ref, at, carried_level=level)
+        self._departed = replace(departed, at=at)
+
+    # --- splits and vehicles the loop missed ------------------------------------------------
+
+    def _check_split(self, at: float) -> list[Crossing]:
+        """Close the crossing and open the next when the cards say the vehicle changed while
+        the loop stayed occupied, was not trusted, or never saw either vehicle."""
+        s = self.settings
+        segment = self._segment
+        if (
+            segment is None
+            or self._loop.clear_at is not None
+            or at - segment.last_split_check < 0.5
+        ):
+            return []
+        segment.last_split_check = at
+        assoc = s.association
+        quiet_since = at - s.split_quiet_s
+        if quiet_since <= segment.start + assoc.settle_s:
+            return []
+        window = segment.start - s.approach_window_s
+        arrival = segment.arrived_at
+        before = self._tracks.eligible_by_card(window, quiet_since, arrival)
+        if not before:
+            return []
+        established = {
+            ref
+            for ref, judgement in judge_all(before, Stay(segment.start, quiet_since), assoc).items()
+            if judgement.association is Association.ATTACHED
+        }
+        if not established:
+            return []
+        last_established = max(before[ref][-1].at for ref in established)
+        gaps = [
+            later.at - earlier_read.at
+            for ref in established
+            for earlier_read, later in zip(before[ref], before[ref][1:], strict=False)
+        ]
+        if gaps and at - last_established < 3 * statistics.median(gaps):
+            return []  # sparse reads: a pause is no departure
+        if last_established > quiet_since or any(
+            self._tracks.eligible(ref, quiet_since, at, arrival) for ref in established
+        ):
+            return []  # the vehicle at the booth is still being read
+        newcomer_first_strong: float | None = None
+        newcomers: set[str] = set()
+        earlier = {ref: reads for ref, reads in before.items() if ref not in established}
+        # At the booth is as strong as strong_rssi_dbm, or as the cards of the vehicle that was
+        # there (a lane whose reader reads everything weaker).
+        booth_level = min(
+            assoc.strong_rssi_dbm,
+            max(statistics.median(r.rssi_dbm for r in before[ref]) for ref in established)
+            - assoc.weak_margin_db,
+        )
+        for ref, reads in self._tracks.eligible_by_card(last_established, at, arrival).items():
+            if ref in established:
+                continue
+            seen = [r for r in earlier.get(ref, []) if r.at <= last_established]
+            if seen and (
+                seen[0].at < segment.start + assoc.settle_s
+                or max(r.rssi_dbm for r in seen) >= booth_level
+            ):
+                continue  # read with this vehicle from the start, or strongly before: its own
+            strong = [
+                r.at
+                for r in reads
+                if r.rssi_dbm >= booth_level and assoc.zone(r.antenna) is AntennaZone.BOOTH
+            ]
+            if len(strong) < 2 and (
+                len(reads) >= assoc.steady_min_reads
+                and reads[-1].at - reads[0].at >= s.split_quiet_s
+            ):
+                # Read on and on, however weakly, since the vehicle before fell silent.
+                strong = [r.at for r in reads]
+            if len(strong) >= 2:
+                newcomers.add(ref)
+                if newcomer_first_strong is None or strong[0] < newcomer_first_strong:
+                    newcomer_first_strong = strong[0]
+        if newcomer_first_strong is None:
+            return []
+        split_at = (last_established + newcomer_first_strong) / 2
+        self.counters.evidence_splits += 1
+        self._loop.splits += 1
+        self._loop.edge_missing_at = at
+        segment.anomalies.add(LoopAnomaly.SPLIT_BY_CARDS)
+        moved = [p for p in segment.plates if p.at > split_at]
+        segment.plates = [p for p in segment.plates if p.at <= split_at]
+        detected = segment.vehicle_detected
+        closed = self._close(split_at, ClosedBy.EVIDENCE_SPLIT)
+        opened = self._open(split_at, OpenedBy.EVIDENCE, detected=detected, take_preroll=False)
+        if detected:
+            # It reached the booth when its cards were first read strongly there.
+            opened.arrived_at = newcomer_first_strong
+        else:
+            opened.anchors.update(newcomers)  # a vehicle the loop misses too: its cards time it
+        opened.anomalies.add(LoopAnomaly.SPLIT_BY_CARDS)
+        opened.plates.extend(moved)
+        return closed
+
+    def _infer_vehicle(self, at: float) -> None:
+        """Open a crossing for a vehicle the loop did not see: a card read strongly at the booth
+        in the approach window over at least ``infer_after_s`` with no loop edge (a vehicle the
+        loop will see is on it by then; a neighbour's burst is over sooner), stragglers and
+        spent reads left out."""
+        s = self.settings
+        assoc = s.association
+        window = at - s.approach_window_s
+        anchors: dict[str, float] = {}
+        for ref, reads in self._tracks.eligible_by_card(window, at).items():
+            strong = [
+                r.at
+                for r in reads
+                if r.rssi_dbm >= assoc.strong_rssi_dbm
+                and assoc.zone(r.antenna) is AntennaZone.BOOTH
+            ]
+            if len(strong) >= 2 and strong[-1] - strong[0] >= s.infer_after_s:
+                anchors[ref] = strong[0]
+        if not anchors:
+            return
+        segment = self._open(min(anchors.values()), OpenedBy.TAG, detected=False)
+        segment.anchors.update(anchors)
+        self.counters.vehicles_without_loop += 1
+
+    def _last_anchor_read(self, segment: _Segment, at: float) -> float | None:
+        latest: float | None = None
+        for ref in segment.anchors:
+            if segment.ghost:  # its cards' reads are the departed vehicle's: stragglers
+                reads = self._tracks.raw(ref, segment.start, at)
+                last = reads[-1].at if reads else None
+            else:
+                last = self._tracks.last_eligible_at(ref, segment.start, at, segment.arrived_at)
+            if last is not None and (latest is None or last > latest):
+                latest = last
+        return latest
+
+    # --- opening and closing ----------------------------------------------------------------
+
+    def _open(
+        self, at: float, opened_by: OpenedBy, *, detected: bool, take_preroll: bool = True
+    ) -> _Segment:
+        """Open a crossing, taking the plate readings of the moments before it opened."""
+        segment = self._segment = _Segment(
+            opened_at=at,
+            opened_by=opened_by,
+            vehicle_detected=detected,
+            arrived_at=at if detected else None,
+        )
+        if self._vision_fault is not None:
+            segment.vision_faults.add(self._vision_fault)
+        if take_preroll:
+            earliest = at - self.settings.plate_preroll_s
+            segment.plates.extend(p for p in self._plate_preroll if p.at >= earliest)
+            self._plate_preroll.clear()
+        return segment
+
+    def _judged(
+        self, segment: _Segment, end: float, closed_by: ClosedBy
+    ) -> tuple[Crossing, dict[str, CardJudgement]]:
+        s = self.settings
+        stay = Stay(segment.start, end)
+        reads = self._tracks.eligible_by_card(
+            segment.start - s.approach_window_s, end, segment.arrived_at
+        )
+        judged = judge_all(reads, stay, s.association)
+        # A card the vehicle before carried can only count from handed_back_after_s into this
+        # stay (its earlier reads are stragglers): judge its timing from there.
+        handed_back = Stay(stay.start + s.handed_back_after_s, stay.end)
+        for ref, judgement in judged.items():
+            carried_at = self._tracks.carried_at.get(ref)
+            if (
+                judgement.association is not Association.ATTACHED
+                and carried_at is not None
+                and stay.start - s.straggler_window_s <= carried_at <= stay.start
+                and handed_back.end > handed_back.start
+            ):
+                judged[ref] = judge(
+                    evidence_of(reads[ref], handed_back, s.association), handed_back, s.association
+                )
+        judgements = _not_together(judged, reads, s.split_quiet_s)
+        carried: list[CardObservation] = []
+        aside: list[SetAsideCard] = []
+        for ref in sorted(judgements, key=lambda r: (judgements[r].evidence.first_at, r)):
+            judgement = judgements[ref]
+            ev = judgement.evidence
+            if judgement.association.carried:
+                carried.append(
+                    CardObservation(
+                        ref=ref,
+                        reads=ev.reads,
+                        first_at=ev.first_at,
+                        last_at=ev.last_at,
+                        best_rssi_dbm=max(r.rssi_dbm for r in reads[ref]),
+                        antennas=ev.antennas,
+                        tid=self._tracks.tid(ref),
+                        association=judgement.association,
+                        rule=judgement.rule,
+                        evidence=ev,
+                    )
+                )
+            else:
+                aside.append(SetAsideCard(ref, judgement.association, judgement.rule, ev))
+        crossing = Crossing(
+            opened_at=segment.opened_at,
+            closed_at=end,
+            opened_by=segment.opened_by,
+            closed_by=closed_by,
+            vehicle_detected=segment.vehicle_detected,
+            cards=tuple(carried),
+            plates=tuple(segment.plates),
+            vision_faults=tuple(sorted(segment.vision_faults)),
+            set_aside=tuple(aside),
+            anomalies=tuple(sorted(segment.anomalies)),
+        )
+        return crossing, judgements
+
+    def _close(self, at: float, closed_by: ClosedBy) -> list[Crossing]:
+        """Close the open segment at ``at``: its crossing, or nothing for a ghost."""
+        segment = self._segment
+        assert segment is not None
+        self._segment = None
+        if self._loop.clear_at is not None and closed_by is not ClosedBy.DEPARTURE:
+            self._loop.clear_at = self._loop.confirm_by = None
+        if segment.ghost:
+            departed = self._departed
+            if departed is not None:
+                self._extend_departure(departed, at)
+            return []
+        crossing, judgements = self._judged(segment, at, closed_by)
+        counters = self.counters
+        levels: dict[str, float] = {}
+        for ref, judgement in judgements.items():
+            association = judgement.association
+            if association is Association.ATTACHED:
+                counters.cards_attached += 1
+            elif association is Association.UNCERTAIN:
+                counters.cards_uncertain += 1
+            elif association is Association.NEXT_VEHICLE:
+                counters.cards_next_vehicle += 1
+                continue  # its reads are the next vehicle's approach
+            else:
+                counters.cards_other_lane += 1
+            level = judgement.evidence.median_rssi_dbm if association.carried else None
+            self._tracks.consume(ref, at, carried_level=level)
+            if level is not None:
+                levels[ref] = level
+        best_plate = max(crossing.plates, key=lambda p: p.confidence, default=None)
+        self._departed = _Departed(
+            at=at,
+            by=closed_by,
+            levels=levels,
+            plate=None if best_plate is None else fold_lookalikes(best_plate.text),
+        )
+        self._last_closed_at = at
+        self._closed_count += 1
+        for plate in crossing.plates:
+            self._recently_closed_plates[fold_lookalikes(plate.text)] = at
+        self._tracks.prune(at - self.settings.approach_window_s - self.settings.straggler_window_s)
+        return [crossing]
+
+    # --- plates ---------------------------------------------------------------------------
+
+    def _on_plate(self, seen: PlateSeen) -> list[Crossing]:
+        s = self.settings
+        current = self._segment
+        earliest = self._last_closed_at
+        if current is not None:
+            earliest = max(earliest, current.opened_at - s.plate_preroll_s)
+        if seen.at < earliest:
+            self.counters.late_plates += 1  # its frame belongs to a crossing already decided
+            return []
+        folded = fold_lookalikes(seen.text)
+        left_at = self._recently_closed_plates.get(folded)
+        if left_at is not None and seen.at - left_at <= s.straggler_window_s:
+            # Still in view after it left, even if the next vehicle's crossing has opened.
+            self.counters.straggler_plates += 1
+            return []
+        tail = self._tail
+        if tail is not None and current is None:
+            if tail.departed.plate not in (None, folded) and seen.confidence >= 0.9:
+                self._promote_tail(tail)  # a plate the departed vehicle did not have
+                current = self._segment
+            else:
+                self.counters.straggler_plates += 1
+                return []
+        if current is not None and current.ghost:
+            self.counters.straggler_plates += 1  # the departed vehicle, still in view
+            return []
+        if current is None:
+            self._plate_preroll.append(seen)
+            while len(self._plate_preroll) > s.max_plate_readings:
+                self._plate_preroll.popleft()
+            return []
+        if len(current.plates) >= s.max_plate_readings:
+            # A vehicle parked in view for minutes: keep the most confident readings.
+            weakest = min(range(len(current.plates)), key=lambda i: current.plates[i].confidence)
+            self.counters.plates_over_limit += 1
+            if current.plates[weakest].confidence >= seen.confidence:
+                return []
+            del current.plates[weakest]
+        current.plates.append(seen)
+        return []
+
+    # --- state ----------------------------------------------------------------------------
+
+    def export_state(self) -> dict[str, Any]:
+        """What shapes how later inputs are correlated, as plain JSON-compatible data.
+
+        Plate readings waiting for a crossing and those of the open crossing are left out: their
+        crops are large and plate readings are not journalled, so a restored correlator
+        continues without them. Counters are per run and left out too.
+        """
+        loop = self._loop
+        return {
+            "version": _STATE_VERSION,
+            "closed_count": self._closed_count,
+            "last_at": _finite_or_none(self._last_at),
+            "last_closed_at": _finite_or_none(self._last_closed_at),
+            "recently_closed_plates": dict(self._recently_closed_plates),
+            "vision_fault": None if self._vision_fault is None else self._vision_fault.value,
+            "loop": {
+                "occupied": loop.occupied,
+                "since": loop.since,
+                "clear_at": loop.clear_at,
+                "confirm_by": loop.confirm_by,
+                "stuck": loop.stuck,
+                "splits": loop.splits,
+                "edge_missing_at": loop.edge_missing_at,
+                "chatter_times": list(loop.chatter_times),
+            },
+            "tracks": self._tracks.export_state(),
+            "segment": None if self._segment is None else _segment_state(self._segment),
+            "tail": None if self._tail is None else _tail_state(self._tail),
+            "departed": None if self._departed is None else _departed_state(self._departed),
+        }
+
+    @classmethod
+    def restore(cls, settings: CorrelationSettings, state: Mapping[str, Any]) -> CrossingCorrelator:
+        """A correlator in the state :meth:`export_state` described (version 1 states, written
+        before occupant association, are converted).
+
+        Raises ``ValueError`` for a state of another version or of the wrong shape.
+        """
+        if not isinstance(state, Mapping):
+            raise ValueError(f"correlator state is not an object: {type(state).__name__}")
+        version = state.get("version")
+        if version == 1:
+            state = _upgrade_v1(state)
+        elif version != _STATE_VERSION:
+            raise ValueError(f"correlator state version {version!r} is not supported")
+        correlator = cls(settings)
+        try:
+            correlator._closed_count = int(state["closed_count"])
+            correlator._last_at = _float_or_minus_inf(state["last_at"])
+            correlator._last_closed_at = _float_or_minus_inf(state["last_closed_at"])
+            correlator._recently_closed_plates = {
+                str(text): float(at) for text, at in state["recently_closed_plates"].items()
+            }
+            fault = state["vision_fault"]
+            correlator._vision_fault = None if fault is None else VisionFault(fault)
+            loop = state["loop"]
+            correlator._loop = _Loop(
+                occupied=bool(loop["occupied"]),
+                since=_optional_float(loop["since"]),
+                clear_at=_optional_float(loop["clear_at"]),
+                confirm_by=_optional_float(loop["confirm_by"]),
+                stuck=bool(loop["stuck"]),
+                splits=int(loop["splits"]),
+                edge_missing_at=_optional_float(loop["edge_missing_at"]),
+                chatter_times=deque(float(t) for t in loop["chatter_times"]),
+            )
+            correlator._tracks.restore(state["tracks"])
+            segment = state["segment"]
+            correlator._segment = None if segment is None else _segment_from(segment)
+            tail = state["tail"]
+            correlator._tail = None if tail is None else _tail_from(tail)
+            departed = state["departed"]
+            correlator._departed = None if departed is None else _departed_from(departed)
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            raise ValueError(f"correlator state is malformed: {error!r}") from error
+        return correlator
 
 
-_STATE_VERSION = 1
+def _not_together(
+    judgements: dict[str, CardJudgement], reads: Mapping[str, list[Read]], quiet_s: float
+) -> dict[str, CardJudgement]:
+    """Attached cards that were never read at the same time (one fell silent for good more than
+    ``quiet_s`` before the other was first read) cannot both be in one vehicle: two vehicles the
+    loop and the cards could not tell apart. Both become uncertain, so such a crossing is never
+    expedited."""
+    attached = [ref for ref, j in judgements.items() if j.association is Association.ATTACHED]
+    apart: set[str] = set()
+    for index, first in enumerate(attached):
+        for second in attached[index + 1 :]:
+            a, b = reads[first], reads[second]
+            if a[-1].at + quiet_s < b[0].at or b[-1].at + quiet_s < a[0].at:
+                apart.update((first, second))
+    if not apart:
+        return judgements
+    return {
+        ref: CardJudgement(Association.UNCERTAIN, Rule.NOT_TOGETHER, judgement.evidence)
+        if ref in apart
+        else judgement
+        for ref, judgement in judgements.items()
+    }
+
+
+def _segment_state(segment: _Segment) -> dict[str, Any]:
+    return {
+        "opened_at": segment.opened_at,
+        "opened_by": segment.opened_by.value,
+        "vehicle_detected": segment.vehicle_detected,
+        "arrived_at": segment.arrived_at,
+        "vision_faults": sorted(fault.value for fault in segment.vision_faults),
+        "anomalies": sorted(anomaly.value for anomaly in segment.anomalies),
+        "anchors": sorted(segment.anchors),
+        "ghost": segment.ghost,
+    }
+
+
+def _segment_from(state: Mapping[str, Any]) -> _Segment:
+    return _Segment(
+        opened_at=float(state["opened_at"]),
+        opened_by=OpenedBy(state["opened_by"]),
+        vehicle_detected=bool(state["vehicle_detected"]),
+        arrived_at=_optional_float(state["arrived_at"]),
+        vision_faults={VisionFault(f) for f in state["vision_faults"]},
+        anomalies={LoopAnomaly(a) for a in state["anomalies"]},
+        anchors={str(ref) for ref in state["anchors"]},
+        ghost=bool(state["ghost"]),
+    )
+
+
+def _departed_state(departed: _Departed) -> dict[str, Any]:
+    return {
+        "at": departed.at,
+        "by": departed.by.value,
+        "levels": dict(departed.levels),
+        "plate": departed.plate,
+    }
+
+
+def _departed_from(state: Mapping[str, Any]) -> _Departed:
+    plate = state["plate"]
+    return _Departed(
+        at=float(state["at"]),
+        by=ClosedBy(state["by"]),
+        levels={str(ref): float(level) for ref, level in state["levels"].items()},
+        plate=None if plate is None else str(plate),
+    )
+
+
+def _tail_state(tail: _Tail) -> dict[str, Any]:
+    return {"started_at": tail.started_at, "departed": _departed_state(tail.departed)}
+
+
+def _tail_from(state: Mapping[str, Any]) -> _Tail:
+    return _Tail(float(state["started_at"]), _departed_from(state["departed"]))
+
+
+def _upgrade_v1(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A version 1 state (cards summarised per crossing) as version 2: each card of the open
+    crossing becomes a track with its first and last read at its best strength, and the cards
+    of the crossing closed just before are carried up to their close."""
+    try:
+        current = state["open"]
+        tracks: dict[str, Any] = {}
+        recently = {str(ref): float(at) for ref, at in state["recently_closed"].items()}
+        segment = None
+        loop: dict[str, Any] = {
+            "occupied": False,
+            "since": None,
+            "clear_at": None,
+            "confirm_by": None,
+            "stuck": False,
+            "splits": 0,
+            "edge_missing_at": None,
+            "chatter_times": [],
+        }
+        if current is not None:
+            opened_at = float(current["opened_at"])
+            detected = bool(current["vehicle_detected"])
+            for card in current["cards"]:
+                antenna = int(sorted(card["antennas"])[0])
+                best = float(card["best_rssi_dbm"])
+                reads = [[float(card["first_at"]), best, antenna]]
+                if float(card["last_at"]) > float(card["first_at"]):
+                    reads.append([float(card["last_at"]), best, antenna])
+                tracks[str(card["ref"])] = {"tid": card["tid"], "reads": reads}
+            segment = {
+                "opened_at": opened_at,
+                "opened_by": "loop" if current["opened_by"] == "loop" else "tag",
+                "vehicle_detected": detected,
+                "arrived_at": opened_at if detected else None,
+                "vision_faults": list(current["vision_faults"]),
+                "anomalies": [],
+                "anchors": [] if detected else sorted(tracks),
+                "ghost": False,
+            }
+            loop["occupied"] = detected
+            loop["since"] = opened_at if detected else None
+        return {
+            "version": _STATE_VERSION,
+            "closed_count": state["closed_count"],
+            "last_at": state["last_at"],
+            "last_closed_at": state["last_closed_at"],
+            "recently_closed_plates": state["recently_closed_plates"],
+            "vision_fault": state["vision_fault"],
+            "loop": loop,
+            "tracks": {
+                "tracks": tracks,
+                "consumed_until": dict(recently),
+                "carried_at": dict(recently),
+            },
+            "segment": segment,
+            "tail": None,
+            "departed": None,
+        }
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as error:
+        raise ValueError(f"correlator state (version 1) is malformed: {error!r}") from error
 
 
 def _finite_or_none(value: float) -> float | None:
     return None if value == float("-inf") else value
 
 
-def _float_or_minus_inf(value: object) -> float:
+def _optional_float(value: object) -> float | None:
     if value is None:
-        return float("-inf")
-    if isinstance(value, int | float):
-        return float(value)
-    raise TypeError(f"expected a number or null, got {value!r}")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number or null, got {value!r}")
+    return float(value)
 
 
-def _retimed(read: TagRead, at: float) -> TagRead:
-    return TagRead(at=at, epc=read.epc, antenna=read.antenna, rssi_dbm=read.rssi_dbm, tid=read.tid)
+def _float_or_minus_inf(value: object) -> float:
+    number = _optional_float(value)
+    return float("-inf") if number is None else number

@@ -1,7 +1,8 @@
 """Typed inputs of the lane core.
 
-Every input carries ``at``: seconds on the engine's clock (the service passes wall-clock epoch
-seconds). The core never reads a clock itself, so tests drive time with plain numbers.
+Every input carries ``at``: lane time, in seconds (:mod:`agent.lane.clock`: the controller's own
+clock mapped to Unix time per controller boot; plate readings converted from the agent's clock).
+The core never reads a clock itself, so tests drive time with plain numbers.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ class TagRead:
 
 @dataclass(frozen=True, slots=True)
 class LoopChanged:
-    """A vehicle loop changed state (the controller debounces; we see clean edges)."""
+    """A vehicle loop changed state, as the controller reported it (chatter and lost edges
+    included: the correlator copes with both)."""
 
     at: float
     loop_id: int
@@ -68,25 +70,4 @@ class VisionChanged:
     fault: VisionFault | None
 
 
-@dataclass(frozen=True, slots=True)
-class Resumed:
-    """The agent is running again after a restart, and the controller link is back, at ``at``.
-
-    Between the engine's last input before the restart and ``at`` the agent was down: the
-    controller buffered every event it could not deliver and resends it now, stamped with its
-    new arrival time. That downtime is no time the lane was idle, so the correlator takes it out
-    of its timers (idle timeout, longest stay, straggler window) instead of letting it close the
-    vehicle that was at the booth.
-
-    That holds only while the controller kept its events: ``excise`` is False when it restarted
-    meanwhile (a new boot id; a power cut to the lane cabinet restarts both), because a rebooted
-    controller has lost what it had not delivered (PROTOCOL.md §5), the restored vehicle's loop
-    clear included. Then ``Resumed`` is a plain advance of time to ``at``, like a tick: the
-    restored crossing's timers run on the downtime and close it as they would have.
-    """
-
-    at: float
-    excise: bool = True
-
-
-LaneInput = TagRead | LoopChanged | Tick | PlateSeen | VisionChanged | Resumed
+LaneInput = TagRead | LoopChanged | Tick | PlateSeen | VisionChanged

@@ -2,11 +2,18 @@
 
 The agent recommends; the officer decides. Nothing here admits anyone: the best outcome is
 ``EXPEDITE`` (the officer may process the vehicle as a trusted-traveller crossing), and it is
-given only when every card read is an active credential in a program this lane accepts and a
+given only when every card the crossing carries is *attached* to the vehicle (occupant
+association is sure it is in it), is an active credential in a program this lane accepts, and a
 vehicle was actually detected at the booth; in a lane with a camera, also only when the plate
 read is, character for character, one registered to a holder of a valid card. Missing or
 uncertain plate evidence (no plate read, camera or reader down, a look-alike match) withholds
 EXPEDITE and gives PRIMARY; a plate registered to none of the holders gives REFER.
+
+A card whose association is *uncertain* is matched and shown, but it never helps the vehicle
+(its credential counts for nothing, not even for the plate) and never hurts it silently: its
+own result is not turned into a reason (a neighbour's revoked card must not raise an ALERT on
+this vehicle); the crossing is a REFER with ``CARD_ASSOCIATION_UNCERTAIN``. Cards judged to be
+the next vehicle's or another lane's are not matched at all.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from agent.lane.correlator import CardObservation, ClosedBy, Crossing
+from agent.lane.association import Association
+from agent.lane.correlator import CardObservation, ClosedBy, Crossing, LoopAnomaly, OpenedBy
 from agent.lane.credentials import Credential, CredentialStatus, Program
 from agent.lane.plates import PlateCheck, PlateMatchKind, PlateOutcome, assess_plate
 
@@ -74,6 +82,10 @@ class Reason(enum.StrEnum):
     PLATE_READER_UNAVAILABLE = "PLATE_READER_UNAVAILABLE"
     CACHE_STALE = "CACHE_STALE"
     """The credential data is older than the lane's max_cache_age (or of unknown age)."""
+    CARD_ASSOCIATION_UNCERTAIN = "CARD_ASSOCIATION_UNCERTAIN"
+    """A card was read that may or may not be in this vehicle: the officer checks it."""
+    LOOP_EDGE_MISSING = "LOOP_EDGE_MISSING"
+    """The vehicle was told from the one before or after it by its cards, not by the loop."""
 
 
 _REASON_FOR_RESULT: dict[CardResult, Reason] = {
@@ -100,10 +112,12 @@ NO_EXPEDITE_REASONS = frozenset(
         Reason.CAMERA_UNAVAILABLE,
         Reason.PLATE_READER_UNAVAILABLE,
         Reason.CACHE_STALE,
+        Reason.LOOP_EDGE_MISSING,
     }
 )
-"""Missing or uncertain plate evidence: no EXPEDITE, but nothing against the traveller either,
-so the recommendation is PRIMARY (normal inspection) rather than REFER."""
+"""Missing or uncertain evidence that says nothing against the traveller (plate not read,
+stale cache, a loop that missed an edge): no EXPEDITE, but PRIMARY (normal inspection) rather
+than REFER."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +221,11 @@ def _assess_plate(
 ) -> PlateOutcome | None:
     if check is None:
         return None
-    valid = [m.credential for m in matches if m.result is CardResult.VALID and m.credential]
+    valid = [
+        m.credential
+        for m in matches
+        if m.result is CardResult.VALID and m.credential and _attached(m)
+    ]
     return assess_plate(
         crossing.plates,
         crossing.vision_faults,
@@ -224,6 +242,10 @@ def _reasons(
     any_card = False
     for match in matches:
         any_card = True
+        if not _attached(match):
+            # Never helps, never hurts silently: its own result is no reason for this vehicle.
+            found.add(Reason.CARD_ASSOCIATION_UNCERTAIN)
+            continue
         reason = _REASON_FOR_RESULT.get(match.result)
         if reason is not None:
             found.add(reason)
@@ -231,13 +253,23 @@ def _reasons(
         found.add(Reason.NO_CARD_READ)
     if not crossing.vehicle_detected:
         found.add(Reason.NO_VEHICLE_DETECTED)
-    if crossing.closed_by in (ClosedBy.MAX_DURATION, ClosedBy.NEXT_ARRIVAL):
+    if crossing.closed_by in (
+        ClosedBy.MAX_DURATION,
+        ClosedBy.NEXT_ARRIVAL,
+        ClosedBy.EVIDENCE_SPLIT,
+    ):
         found.add(Reason.DEPARTURE_NOT_SEEN)
+    if crossing.opened_by is OpenedBy.EVIDENCE or LoopAnomaly.SPLIT_BY_CARDS in crossing.anomalies:
+        found.add(Reason.LOOP_EDGE_MISSING)
     plate_reason = _REASON_FOR_PLATE.get(plate.match.kind) if plate else None
     if plate_reason is not None:
         found.add(plate_reason)
     order = list(Reason)
     return tuple(sorted(found, key=order.index))
+
+
+def _attached(match: CardMatch) -> bool:
+    return match.observation.association is Association.ATTACHED
 
 
 def _recommend(policy: LanePolicy, reasons: tuple[Reason, ...]) -> Recommendation:

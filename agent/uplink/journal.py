@@ -29,13 +29,13 @@ carries a checkpoint (the first is numbered, so a replay from the older checkpoi
 Plate readings are not journalled: after a crash the recovered vehicle's crossing carries its
 cards and loop times but not the plates read before the crash.
 
-The time the agent was down is not idle time at the booth (the controller buffers what it could
-not deliver): after a replay :class:`JournalledEngine` holds the engine's clock still
-(:meth:`JournalledEngine.now`) until a :class:`~agent.lane.events.Resumed` input, which the
-service journals when the link is up, ahead of the controller's resent events; the correlator
-takes the downtime out of its timers then, and a replay after another crash does the same. If
-the controller came back with another boot id it lost what it held, so that ``Resumed`` (its
-``excise`` flag is journalled) takes nothing out: the downtime is a plain advance of time.
+Inputs are journalled in lane time (:mod:`agent.lane.clock`: the controller's own clock), so a
+replay sees the lane as it happened, and the controller's resent events, stamped when they
+happened, continue it where it was: the time the agent was down is no idle time at the booth,
+because nothing in lane time says it was. The controller clock's mapping for the current boot
+(``journal_state.clock``) is stored with each input, so the restarted agent maps that boot as
+before. Rows of the kind ``resumed``, written by agents that correlated on their own receive
+time, are recognised and skipped: lane time needs no resume marker.
 
 Journal rows and checkpoints get the room of a crossing at the outbox's size cap (images and
 health rows are evicted for them). A row that cannot be decoded is skipped with an ERROR log and
@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from agent.lane.engine import LaneEngine
-from agent.lane.events import LaneInput, LoopChanged, Resumed, TagRead
+from agent.lane.events import LaneInput, LoopChanged, TagRead
 from agent.lane.policy import Decision
 from agent.uplink.outbox import PRIORITY_CROSSING, Outbox, OutboxError
 from firmware_bridge.link import EventOrigin
@@ -70,13 +70,13 @@ from firmware_bridge.link import EventOrigin
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-JournalInput = TagRead | LoopChanged | Resumed
-"""The lane inputs the journal holds: what the controller reports and the engine correlates, and
-the moment the agent resumed after a restart (so that a replay takes the same downtime out)."""
+JournalInput = TagRead | LoopChanged
+"""The lane inputs the journal holds: what the controller reports and the engine correlates."""
 
 _KIND_TAG = "tag"
 _KIND_LOOP = "loop"
 _KIND_RESUMED = "resumed"
+"""Written by agents before lane time (they correlated on receive time): skipped on replay."""
 
 
 class JournalError(OutboxError):
@@ -117,6 +117,8 @@ class Recovery:
     """Rows after the checkpoint, oldest first: to replay on top of ``state``."""
     resume: EventOrigin | None
     """The controller event journalled last, for the link's ``resume``."""
+    clock: dict[str, Any] | None = None
+    """The controller clock's mapping of that event's boot (:class:`ControllerClock` state)."""
     state_error: str = ""
     """Why a stored state could not be read (then ``state`` is None but is no empty lane)."""
 
@@ -132,12 +134,19 @@ class InputJournal:
             )
         )
 
-    def append(self, lane_input: JournalInput, origin: EventOrigin | None) -> int:
+    def append(
+        self,
+        lane_input: JournalInput,
+        origin: EventOrigin | None,
+        clock: dict[str, Any] | None = None,
+    ) -> int:
         """Store one input durably and return its journal id; raise JournalError if it is not stored.
 
-        With ``origin`` the controller event it came from is recorded in the same transaction.
+        With ``origin`` the controller event it came from, and ``clock`` (the controller clock's
+        state after mapping it), are recorded in the same transaction.
         """
         kind, body = _encode(lane_input)
+        clock_json = None if clock is None else json.dumps(clock)
 
         def work(connection: sqlite3.Connection) -> int:
             cursor = connection.execute(
@@ -146,8 +155,9 @@ class InputJournal:
             )
             if origin is not None:
                 connection.execute(
-                    "UPDATE journal_state SET boot_id = ?, seq = ? WHERE key = 0",
-                    (origin.boot_id, origin.seq),
+                    "UPDATE journal_state SET boot_id = ?, seq = ?, clock = COALESCE(?, clock)"
+                    " WHERE key = 0",
+                    (origin.boot_id, origin.seq, clock_json),
                 )
             row_id = cursor.lastrowid
             assert row_id is not None
@@ -172,6 +182,17 @@ class InputJournal:
                 _store_checkpoint(connection, checkpoint)
 
         return work
+
+    def store_clock(self, clock: dict[str, Any]) -> None:
+        """Keep the controller clock's current state (its measured rate, its last heartbeat)
+        between inputs, so that a restart maps a new boot where lane time had got to. Raises
+        JournalError if it cannot be stored."""
+        encoded = json.dumps(clock)
+        self._write(
+            lambda connection: connection.execute(
+                "UPDATE journal_state SET clock = ? WHERE key = 0", (encoded,)
+            )
+        )
 
     def checkpoint(self, checkpoint: Checkpoint) -> None:
         """Store a checkpoint on its own, when every crossing closed so far is stored.
@@ -200,9 +221,9 @@ class InputJournal:
         """
 
         def work(connection: sqlite3.Connection) -> Recovery:
-            through_id, committed, state_json, boot_id, seq = connection.execute(
-                "SELECT through_id, committed, engine_state, boot_id, seq FROM journal_state"
-                " WHERE key = 0"
+            through_id, committed, state_json, boot_id, seq, clock_json = connection.execute(
+                "SELECT through_id, committed, engine_state, boot_id, seq, clock"
+                " FROM journal_state WHERE key = 0"
             ).fetchone()
             rows = connection.execute(
                 "SELECT id, at, kind, body FROM input_journal WHERE id > ? ORDER BY id",
@@ -218,7 +239,14 @@ class InputJournal:
                     )
                     continue
                 if decoded is None:
-                    log.error("input journal: row %d has unknown kind %r; skipped", row_id, kind)
+                    if kind == _KIND_RESUMED:
+                        log.info(
+                            "input journal: row %d marks an old agent's resume; skipped", row_id
+                        )
+                    else:
+                        log.error(
+                            "input journal: row %d has unknown kind %r; skipped", row_id, kind
+                        )
                     continue
                 entries.append(JournalEntry(row_id, decoded))
             state: dict[str, Any] | None = None
@@ -233,6 +261,14 @@ class InputJournal:
                         state = loaded
                     else:
                         state_error = f"engine state is a {type(loaded).__name__}, not an object"
+            clock: dict[str, Any] | None = None
+            if clock_json is not None:
+                try:
+                    loaded_clock = json.loads(clock_json)
+                except (ValueError, TypeError) as error:
+                    log.error("input journal: controller clock state unreadable (%r)", error)
+                else:
+                    clock = loaded_clock if isinstance(loaded_clock, dict) else None
             return Recovery(
                 state=state,
                 state_error=state_error,
@@ -240,6 +276,7 @@ class InputJournal:
                 committed=int(committed),
                 entries=entries,
                 resume=None if boot_id is None else EventOrigin(int(boot_id), int(seq)),
+                clock=clock,
             )
 
         return self.outbox.transact(work)
@@ -277,19 +314,16 @@ def _encode(lane_input: JournalInput) -> tuple[str, str]:
         case LoopChanged():
             body = {"loop_id": lane_input.loop_id, "occupied": lane_input.occupied}
             return _KIND_LOOP, json.dumps(body)
-        case Resumed():
-            # The flag is in the row, so a replay after another crash excises exactly as the
-            # run that journalled it did.
-            return _KIND_RESUMED, json.dumps({"excise": lane_input.excise})
 
 
 def _decode(at: object, kind: str, body: str) -> JournalInput | None:
-    """The input of one row; None for an unknown kind; ValueError/KeyError/TypeError if damaged.
+    """The input of one row; None for a kind that is no input (an old agent's ``resumed``, or
+    unknown); ValueError/KeyError/TypeError if damaged.
 
     Types are checked here, not trusted: a damaged row must fail here, where it is skipped, and
     not inside the engine during the replay.
     """
-    if kind not in (_KIND_TAG, _KIND_LOOP, _KIND_RESUMED):
+    if kind not in (_KIND_TAG, _KIND_LOOP):
         return None
     time = _number(at, "at")
     fields = json.loads(body)
@@ -306,14 +340,11 @@ def _decode(at: object, kind: str, body: str) -> JournalInput | None:
             rssi_dbm=_number(fields["rssi_dbm"], "rssi_dbm"),
             tid=tid,
         )
-    if kind == _KIND_LOOP:
-        return LoopChanged(
-            at=time,
-            loop_id=_typed(fields["loop_id"], int, "loop_id"),
-            occupied=_typed(fields["occupied"], bool, "occupied"),
-        )
-    # Rows journalled before the flag existed ("{}") excised the downtime.
-    return Resumed(at=time, excise=_typed(fields.get("excise", True), bool, "excise"))
+    return LoopChanged(
+        at=time,
+        loop_id=_typed(fields["loop_id"], int, "loop_id"),
+        occupied=_typed(fields["occupied"], bool, "occupied"),
+    )
 
 
 def _number(value: object, name: str) -> float:
@@ -371,9 +402,6 @@ class JournalledEngine:
                 "input journal: engine state not restorable (%s); replaying from empty", error
             )
             self.engine = self._renumbered(make_engine(None), recovery.committed)
-        self.holding = False
-        """After a replay: time stands still for the engine until a :class:`Resumed` input is
-        applied (see :meth:`now`)."""
 
     @property
     def resume(self) -> EventOrigin | None:
@@ -392,14 +420,6 @@ class JournalledEngine:
             )
         for entry in entries:
             yield from self.handle(entry.input, entry.id)
-        # A lane restored with a vehicle at the booth waits for the controller: until the
-        # service journals and applies Resumed (when the link is up), the downtime is not idle
-        # time (see now()). Without one there is nothing to continue, and the downtime is plain
-        # time: a card that left before the stop is not held as a straggler past its window
-        # (the same card's next crossing after a restart keeps its reads). The price, for a
-        # kill -9 right after a departure: a straggler read the controller resends after a
-        # restart longer than straggler_window_s opens a crossing of its own.
-        self.holding = self.engine.correlator.has_open_crossing
         if self.engine.closed_count < self.recovery.committed:
             # Rows the replay could not read: number on past every stored crossing, so that no
             # later crossing is taken for one stored before.
@@ -410,29 +430,20 @@ class JournalledEngine:
             )
             self.engine = self._renumbered(self.engine, self.recovery.committed)
 
-    def now(self, clock_now: float) -> float:
-        """The time for an input the engine thread makes itself (a tick, a camera change).
-
-        Never behind an input already applied. While :attr:`holding` (after a restart, until
-        the controller link is back), the engine's own last time: the restored crossing's
-        timers do not run on the downtime, and a replay after a second crash sees the same.
-        """
-        if self.holding:
-            last_at = self.engine.correlator.last_at
-            return self.last_input_at if last_at is None else max(last_at, self.last_input_at)
-        return max(self.last_input_at, clock_now)
+    def now(self, lane_now: float) -> float:
+        """The time for an input the engine thread makes itself (a tick, a camera change):
+        ``lane_now`` (from the controller clock), never behind an input already applied."""
+        return max(self.last_input_at, lane_now)
 
     def handle(self, lane_input: LaneInput, journal_id: int | None = None) -> list[ClosedCrossing]:
         """Apply one input (``journal_id``: its row, None if not journalled)."""
-        if self.holding and isinstance(lane_input, TagRead | LoopChanged | Resumed):
-            self._end_hold(lane_input)
         before = self.engine.closed_count
         decisions = self.engine.handle(lane_input)
         if journal_id is not None:
             self.applied_through = journal_id
-        elif isinstance(lane_input, TagRead | LoopChanged | Resumed):
+        elif isinstance(lane_input, TagRead | LoopChanged):
             self.memory_only = True
-        if isinstance(lane_input, TagRead | LoopChanged | Resumed):
+        if isinstance(lane_input, TagRead | LoopChanged):
             self.last_input_at = max(self.last_input_at, lane_input.at)
         return self._numbered(before, decisions)
 
@@ -459,24 +470,6 @@ class JournalledEngine:
         if held or self.applied_through <= self.checkpointed_through:
             return False
         return self._store_checkpoint()
-
-    def _end_hold(self, lane_input: TagRead | LoopChanged | Resumed) -> None:
-        self.holding = False
-        last_at = self.engine.correlator.last_at
-        if not isinstance(lane_input, Resumed):
-            # The service journals Resumed before the link's first event; without it the
-            # downtime counts as idle time, as it did before restarts were excised.
-            log.warning("input journal: a controller input came before the lane resumed")
-        elif not lane_input.excise:
-            log.warning(
-                "input journal: lane resumed after a controller restart; the controller lost "
-                "what it had not delivered, so the downtime counts as time at the booth"
-            )
-        elif last_at is not None:
-            log.info(
-                "input journal: lane resumed; %.1f s since its last input taken out of its timers",
-                max(0.0, lane_input.at - last_at),
-            )
 
     def secure_memory_inputs(self, held: int) -> bool:
         """Store a checkpoint that covers every input applied, journalled or not.

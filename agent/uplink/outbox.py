@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_RETAIN_SENT_S = 24 * 3600.0
 DEFAULT_MAX_BYTES = 1 << 30
 
@@ -141,6 +141,10 @@ _SCHEMA_V3 = (
     )
     """,
 )
+
+# Version 4: the controller clock's mapping of the boot the journal's last input came from
+# (agent/lane/clock.py), so that a restarted agent maps that boot's timestamps as before.
+_SCHEMA_V4 = ("ALTER TABLE journal_state ADD COLUMN clock TEXT",)
 
 _SELECT_PENDING = (
     "SELECT id, stream, seq, topic, payload, qos, retain, priority, created_at, sent_at"
@@ -399,6 +403,11 @@ class Outbox:
             if version < 3:
                 for statement in _SCHEMA_V3:
                     connection.execute(statement)
+            if version < 4:
+                columns = {row[1] for row in connection.execute("PRAGMA table_info(journal_state)")}
+                if "clock" not in columns:  # a version 3 file created the table without it
+                    for statement in _SCHEMA_V4:
+                        connection.execute(statement)
             if version < SCHEMA_VERSION:
                 connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             connection.execute("COMMIT")

@@ -30,7 +30,7 @@ import numpy as np
 from agent.vision.capture import Image
 from firmware_bridge.codec import Loop
 from firmware_bridge.scenario import Scenario
-from firmware_bridge.simulator import plan_scenario
+from firmware_bridge.scenario_plan import plan_scenario
 
 FRAME_SIZE = (640, 480)
 """Width, height of synthetic frames (a typical lane camera substream)."""

@@ -1,10 +1,15 @@
 """The crossing event: what central operations receive for every vehicle, as JSON.
 
 The wire format is versioned by ``schema`` and described by
-``agent/wire/schemas/crossing-event.v1.schema.json``; every field here is one central needs to act
-on the crossing, and nothing more: the card reference and the opaque holder reference (so
-central can pull up the holder), the match result and program, never names, birth dates or the
-tag's chip id.
+``agent/wire/schemas/crossing-event.v2.schema.json`` (version 1, without occupant association, is
+what agents before it wrote; it stays in ``schemas/`` for the events still in lane outboxes).
+Every field here is one central needs to act on the crossing, and nothing more: the card
+reference and the opaque holder reference (so central can pull up the holder), the match result
+and program, how sure the lane is that the card was in the vehicle and why, never names, birth
+dates or the tag's chip id.
+
+Times in the event are the agent's wall clock: the lane core works in lane time (the
+controller's clock), and ``wall`` converts (:meth:`agent.lane.clock.ControllerClock.to_wall`).
 """
 
 from __future__ import annotations
@@ -14,14 +19,17 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from agent.lane.association import CardEvidence
+from agent.lane.correlator import SetAsideCard
 from agent.lane.plates import PlateOutcome
 from agent.lane.policy import CardMatch, Decision, LaneType
 
-SCHEMA_ID = "lane-agent/crossing-event/1"
+SCHEMA_ID = "lane-agent/crossing-event/2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +76,10 @@ def build_crossing_event(
     lane: LaneIdentity,
     cache: CacheInfo,
     committed_at: float,
+    wall: Callable[[float], float] = float,
 ) -> dict[str, Any]:
-    """The event as a JSON-ready dict; ``seq`` is the outbox's per-lane sequence number."""
+    """The event as a JSON-ready dict; ``seq`` is the outbox's per-lane sequence number and
+    ``wall`` turns the decision's lane times into the agent's wall clock."""
     crossing = decision.crossing
     return {
         "schema": SCHEMA_ID,
@@ -78,15 +88,17 @@ def build_crossing_event(
         "port_id": lane.port_id,
         "lane_id": lane.lane_id,
         "lane_type": lane.lane_type.value,
-        "opened_at": iso(crossing.opened_at),
-        "closed_at": iso(crossing.closed_at),
+        "opened_at": iso(wall(crossing.opened_at)),
+        "closed_at": iso(wall(crossing.closed_at)),
         "committed_at": iso(committed_at),
         "opened_by": crossing.opened_by.value,
         "closed_by": crossing.closed_by.value,
         "vehicle_detected": crossing.vehicle_detected,
+        "loop_anomalies": [anomaly.value for anomaly in crossing.anomalies],
         "recommendation": decision.recommendation.value,
         "reasons": [reason.value for reason in decision.reasons],
-        "cards": [_card(match) for match in decision.matches],
+        "cards": [_card(match, wall) for match in decision.matches],
+        "set_aside": [_set_aside(card) for card in crossing.set_aside],
         "plate": _plate(decision.plate) if decision.plate else None,
         "cache": {
             "data_version": cache.data_version,
@@ -98,7 +110,34 @@ def build_crossing_event(
     }
 
 
-def _card(match: CardMatch) -> dict[str, Any]:
+def _evidence(evidence: CardEvidence | None, rule: str) -> dict[str, Any]:
+    """What the association looked at, rounded for people (docs/fusion.md)."""
+    if evidence is None:
+        return {"rule": rule}
+    return {
+        "rule": rule,
+        "reads": evidence.reads,
+        "reads_at_booth": evidence.reads_at_booth,
+        "onset_s": round(evidence.onset_s, 2),
+        "end_gap_s": round(evidence.end_gap_s, 2),
+        "spread": round(evidence.spread, 2),
+        "peak_rssi_dbm": round(evidence.peak_rssi_dbm, 1),
+        "strong_reads": evidence.strong_reads,
+        "median_rssi_dbm": round(evidence.median_rssi_dbm, 1),
+        "rise_db": round(evidence.rise_db, 1),
+        "zones": [zone.value for zone in evidence.zones],
+    }
+
+
+def _set_aside(card: SetAsideCard) -> dict[str, Any]:
+    return {
+        "ref": card.ref,
+        "association": card.association.value,
+        "evidence": _evidence(card.evidence, card.rule.value),
+    }
+
+
+def _card(match: CardMatch, wall: Callable[[float], float]) -> dict[str, Any]:
     seen = match.observation
     credential = match.credential
     return {
@@ -111,7 +150,9 @@ def _card(match: CardMatch) -> dict[str, Any]:
         "reads": seen.reads,
         "best_rssi_dbm": round(seen.best_rssi_dbm, 1),
         "antennas": list(seen.antennas),
-        "first_read_at": iso(seen.first_at),
+        "first_read_at": iso(wall(seen.first_at)),
+        "association": seen.association.value,
+        "evidence": _evidence(seen.evidence, seen.rule.value),
     }
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from agent.lane.correlator import CorrelationSettings
 from agent.lane.engine import LaneEngine
-from agent.lane.events import LoopChanged
+from agent.lane.events import LoopChanged, Tick
 from agent.lane.policy import LaneType, Reason, Recommendation, decide
 from tests.lane.test_policy import CACHE, GENERAL, NOW, REVOKED, TRUSTED, VALID, crossing
 
@@ -62,9 +62,11 @@ def test_the_engine_asks_for_freshness_at_each_decision() -> None:
     """The engine reads no clock: it calls the injected source each time a crossing closes."""
     fresh: list[float | None] = [NOW - 2 * DAY]
     engine = LaneEngine(CorrelationSettings(), POLICY, CACHE.get, lambda: fresh[0])
-    engine.handle(LoopChanged(at=NOW - 10, loop_id=1, occupied=True))
-    stale = engine.handle(LoopChanged(at=NOW - 5, loop_id=1, occupied=False))
+    engine.handle(LoopChanged(at=NOW - 20, loop_id=1, occupied=True))
+    engine.handle(LoopChanged(at=NOW - 15, loop_id=1, occupied=False))
+    stale = engine.handle(Tick(NOW - 14))  # the departure confirmed: the crossing closes
     fresh[0] = NOW - 60
-    engine.handle(LoopChanged(at=NOW - 3, loop_id=1, occupied=True))
-    current = engine.handle(LoopChanged(at=NOW, loop_id=1, occupied=False))
+    engine.handle(LoopChanged(at=NOW - 6, loop_id=1, occupied=True))
+    engine.handle(LoopChanged(at=NOW - 1, loop_id=1, occupied=False))
+    current = engine.handle(Tick(NOW))
     assert [Reason.CACHE_STALE in d.reasons for d in stale + current] == [True, False]

@@ -36,7 +36,7 @@ from firmware_bridge.link import (
     SignalFailed,
 )
 from firmware_bridge.scenario import LinkMisbehaviour, load_scenario
-from firmware_bridge.simulator import plan_scenario
+from firmware_bridge.scenario_plan import plan_scenario
 from tests.firmware_bridge.conftest import (
     FAST_LINK,
     WAIT_S,

@@ -34,8 +34,9 @@ from firmware_bridge.codec import (
     encode_frame,
 )
 from firmware_bridge.link import LinkUp
-from firmware_bridge.scenario import dump_scenario
-from firmware_bridge.simulator import plan_scenario, run_simulator_cli
+from firmware_bridge.scenario_dump import dump_scenario
+from firmware_bridge.scenario_plan import plan_scenario
+from firmware_bridge.simulator import run_simulator_cli
 from tests.firmware_bridge.conftest import WAIT_S, Collector, small_scenario
 
 EVENT_TYPES = (Hello, TagRead, Loop, Fault)

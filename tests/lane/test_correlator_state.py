@@ -80,12 +80,12 @@ def test_restoring_the_exported_state_anywhere_gives_the_same_crossings(
 
 def test_closed_count_numbers_crossings_across_a_restore() -> None:
     correlator = CrossingCorrelator(SETTINGS)
-    feed(correlator, [LoopChanged(1.0, 1, True), LoopChanged(2.0, 1, False)])
+    feed(correlator, [LoopChanged(1.0, 1, True), LoopChanged(2.0, 1, False), Tick(4.0)])
     assert correlator.closed_count == 1
     restored = through_json(correlator, SETTINGS)
-    feed(restored, [LoopChanged(3.0, 1, True)])
+    feed(restored, [LoopChanged(10.0, 1, True)])
     assert restored.closed_count == 1, "an open crossing is not counted"
-    restored.close_all(4.0)
+    restored.close_all(11.0)
     assert restored.closed_count == 2
 
 
@@ -98,18 +98,28 @@ def test_the_open_crossing_and_the_straggler_memory_survive_a_restore() -> None:
         [
             LoopChanged(1.0, 1, True),
             TagRead(1.2, left, 1, -50.0),
-            LoopChanged(2.0, 1, False),
-            LoopChanged(2.2, 1, True),
-            TagRead(2.4, staying, 2, -60.0, tid="E2003412"),
+            TagRead(5.2, left, 1, -50.0),
+            LoopChanged(6.0, 1, False),
+            Tick(6.3),
+            LoopChanged(6.4, 1, True),
+            TagRead(6.6, staying, 2, -60.0, tid="E2003412"),
         ],
     )
     restored = through_json(correlator, SETTINGS)
-    closed = feed(restored, [TagRead(2.6, left, 1, -48.0), LoopChanged(4.0, 1, False)])
+    closed = feed(
+        restored,
+        [
+            TagRead(6.7, left, 1, -70.0),  # the departed vehicle, driving off
+            TagRead(7.0, staying, 2, -59.0),
+            LoopChanged(12.0, 1, False),
+            Tick(14.0),
+        ],
+    )
     assert len(closed) == 1
     crossing = closed[0]
-    assert crossing.opened_at == 2.2
+    assert crossing.opened_at == 6.4
     assert crossing.opened_by is OpenedBy.LOOP
-    assert [(c.ref, c.reads, c.tid) for c in crossing.cards] == [(staying, 1, "E2003412")]
+    assert [(c.ref, c.reads, c.tid) for c in crossing.cards] == [(staying, 2, "E2003412")]
     assert restored.counters.straggler_reads == 1
 
 

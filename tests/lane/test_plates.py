@@ -521,8 +521,10 @@ def test_general_lane_reports_plate_reasons_but_stays_primary() -> None:
 
 
 def _correlator(**overrides: float) -> CrossingCorrelator:
+    # The loop's debounce and tails are not the subject here: a clear is a departure at once.
+    loop = {"departure_confirm_s": 0.0, "min_stay_s": 0.0, "rejoin_window_s": 0.0}
     return CrossingCorrelator(
-        CorrelationSettings(plate_preroll_s=2.0, straggler_window_s=3.0, **overrides)  # type: ignore[arg-type]
+        CorrelationSettings(plate_preroll_s=2.0, straggler_window_s=3.0, **{**loop, **overrides})  # type: ignore[arg-type]
     )
 
 

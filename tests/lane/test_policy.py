@@ -6,7 +6,23 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agent.lane.correlator import CardObservation, ClosedBy, CorrelationSettings, Crossing, OpenedBy
+from agent.lane.association import (
+    Association,
+    AssociationSettings,
+    Read,
+    Rule,
+    Stay,
+    evidence_of,
+)
+from agent.lane.correlator import (
+    CardObservation,
+    ClosedBy,
+    CorrelationSettings,
+    Crossing,
+    LoopAnomaly,
+    OpenedBy,
+    SetAsideCard,
+)
 from agent.lane.credentials import (
     Credential,
     CredentialStatus,
@@ -15,7 +31,7 @@ from agent.lane.credentials import (
     RegisteredVehicle,
 )
 from agent.lane.engine import LaneEngine
-from agent.lane.events import LoopChanged, TagRead
+from agent.lane.events import LoopChanged, TagRead, Tick
 from agent.lane.policy import (
     CardResult,
     LanePolicy,
@@ -69,6 +85,10 @@ def crossing(
     *refs: str,
     vehicle: bool = True,
     closed_by: ClosedBy = ClosedBy.DEPARTURE,
+    opened_by: OpenedBy = OpenedBy.LOOP,
+    uncertain: tuple[str, ...] = (),
+    anomalies: tuple[LoopAnomaly, ...] = (),
+    set_aside: tuple[SetAsideCard, ...] = (),
 ) -> Crossing:
     cards = tuple(
         CardObservation(
@@ -79,16 +99,19 @@ def crossing(
             best_rssi_dbm=-50,
             antennas=(1,),
             tid=None,
+            association=Association.UNCERTAIN if ref in uncertain else Association.ATTACHED,
         )
         for ref in refs
     )
     return Crossing(
         opened_at=NOW - 10,
         closed_at=NOW,
-        opened_by=OpenedBy.LOOP,
+        opened_by=opened_by,
         closed_by=closed_by,
         vehicle_detected=vehicle,
         cards=cards,
+        anomalies=anomalies,
+        set_aside=set_aside,
     )
 
 
@@ -209,8 +232,67 @@ def test_engine_turns_inputs_into_decisions_with_the_injected_lookup() -> None:
 
     engine = LaneEngine(CorrelationSettings(), TRUSTED, lookup)
     assert engine.handle(LoopChanged(at=NOW, loop_id=1, occupied=True)) == []
-    assert engine.handle(TagRead(at=NOW + 1, epc=VALID.ref, antenna=1, rssi_dbm=-40)) == []
-    (decision,) = engine.handle(LoopChanged(at=NOW + 2, loop_id=1, occupied=False))
+    for at in (1, 2, 3):
+        assert engine.handle(TagRead(at=NOW + at, epc=VALID.ref, antenna=1, rssi_dbm=-40)) == []
+    assert engine.handle(LoopChanged(at=NOW + 4, loop_id=1, occupied=False)) == []
+    (decision,) = engine.handle(Tick(NOW + 5))
     assert decision.recommendation is Recommendation.EXPEDITE
     assert looked_up == [VALID.ref]
-    assert engine.shutdown(NOW + 3) == []
+    assert engine.shutdown(NOW + 6) == []
+
+
+def test_an_uncertain_card_makes_a_refer_with_its_own_reason_and_never_helps() -> None:
+    decision = decide(crossing(VALID.ref, uncertain=(VALID.ref,)), CACHE.get, TRUSTED)
+    assert decision.recommendation is Recommendation.REFER
+    assert decision.reasons == (Reason.CARD_ASSOCIATION_UNCERTAIN,)
+    assert decision.matches[0].result is CardResult.VALID  # matched and shown
+
+
+def test_an_uncertain_revoked_card_is_no_alert_a_neighbours_card_must_not_raise_one() -> None:
+    decision = decide(
+        crossing(VALID.ref, REVOKED.ref, uncertain=(REVOKED.ref,)), CACHE.get, TRUSTED
+    )
+    assert decision.recommendation is Recommendation.REFER
+    assert decision.reasons == (Reason.CARD_ASSOCIATION_UNCERTAIN,)
+    assert [m.result for m in decision.matches] == [CardResult.VALID, CardResult.REVOKED]
+
+
+def test_an_attached_revoked_card_still_alerts_next_to_an_uncertain_one() -> None:
+    decision = decide(crossing(REVOKED.ref, VALID.ref, uncertain=(VALID.ref,)), CACHE.get, TRUSTED)
+    assert decision.recommendation is Recommendation.ALERT
+    assert decision.reasons == (Reason.CARD_REVOKED, Reason.CARD_ASSOCIATION_UNCERTAIN)
+
+
+def test_cards_set_aside_as_another_lanes_or_the_next_vehicles_are_not_matched() -> None:
+    evidence = evidence_of([Read(NOW - 2, -77.0, 1)], Stay(NOW - 10, NOW), AssociationSettings())
+    aside = (
+        SetAsideCard(REVOKED.ref, Association.OTHER_LANE, Rule.SHORT_WEAK_BURST, evidence),
+        SetAsideCard(UNKNOWN_REF, Association.NEXT_VEHICLE, Rule.LATE_APPROACH, evidence),
+    )
+    looked_up: list[str] = []
+
+    def lookup(ref: str) -> Credential | None:
+        looked_up.append(ref)
+        return CACHE.get(ref)
+
+    decision = decide(crossing(VALID.ref, set_aside=aside), lookup, TRUSTED)
+    assert decision.recommendation is Recommendation.EXPEDITE
+    assert looked_up == [VALID.ref]
+
+
+def test_a_vehicle_told_apart_by_its_cards_gets_no_expedite_but_nothing_against_it() -> None:
+    split_off = crossing(
+        VALID.ref, opened_by=OpenedBy.EVIDENCE, anomalies=(LoopAnomaly.SPLIT_BY_CARDS,)
+    )
+    decision = decide(split_off, CACHE.get, TRUSTED)
+    assert (decision.recommendation, decision.reasons) == (
+        Recommendation.PRIMARY,
+        (Reason.LOOP_EDGE_MISSING,),
+    )
+    split_from = crossing(
+        VALID.ref, closed_by=ClosedBy.EVIDENCE_SPLIT, anomalies=(LoopAnomaly.SPLIT_BY_CARDS,)
+    )
+    assert decide(split_from, CACHE.get, TRUSTED).reasons == (
+        Reason.DEPARTURE_NOT_SEEN,
+        Reason.LOOP_EDGE_MISSING,
+    )

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from agent.lane.correlator import CorrelationSettings
 from agent.lane.credentials import Program
 from agent.lane.engine import LaneEngine
-from agent.lane.events import LaneInput, LoopChanged, Resumed, TagRead, Tick
+from agent.lane.events import LaneInput, LoopChanged, TagRead, Tick
 from agent.lane.policy import LanePolicy, LaneType
 from agent.uplink.holding import CrossingCommitter, PendingRecord
 from agent.uplink.journal import (
@@ -43,7 +43,15 @@ CARD_A = "E28011606000020000000A01"
 CARD_B = "E28011606000020000000B02"
 CARD_C = "E28011606000020000000C03"
 SETTINGS = CorrelationSettings(
-    idle_timeout_s=2.0, max_open_s=60.0, straggler_window_s=3.0, min_rssi_dbm=-85.0
+    idle_timeout_s=2.0,
+    max_open_s=60.0,
+    straggler_window_s=3.0,
+    min_rssi_dbm=-85.0,
+    # The journal's bookkeeping is the subject here, not the loop's: a clear is a departure at
+    # once, and an arrival right after one is a vehicle of its own.
+    departure_confirm_s=0.0,
+    min_stay_s=0.0,
+    rejoin_window_s=0.0,
 )
 POLICY = LanePolicy(LaneType.TRUSTED_TRAVELLER, frozenset({Program.SENTRI}))
 FILLER = b"f" * 3000
@@ -332,18 +340,15 @@ def test_a_straggler_read_stays_dropped_after_a_restart_and_leaves_the_journal(
 def test_with_no_vehicle_at_the_booth_the_downtime_is_plain_time_for_the_straggler_window(
     tmp_path: Path,
 ) -> None:
-    """A card that left before the stop and comes back after the restart is a new crossing's.
-
-    Only a vehicle at the booth holds the lane's timers over the downtime; without one, the
-    departed card's straggler window runs out in real time.
-    """
+    """A card that left before the stop and comes back after the restart is a new crossing's:
+    in lane time the controller's events say when they happened, so the straggler window ran
+    out during the downtime as it did at the booth."""
     path = tmp_path / "outbox.db"
     lane = Lane(path)
     lane.feed(arrive(1.0), read(1.5, CARD_A), depart(2.0))
     lane.stop(2.1)
     lane = Lane(path)
-    assert not lane.engine.holding
-    lane.feed(arrive(30.2), read(30.4, CARD_A), depart(31.0))  # no Resumed: nothing held
+    lane.feed(arrive(30.2), read(30.4, CARD_A), depart(31.0))
     assert [s["cards"] for s in lane.stored()] == [{CARD_A: 1}, {CARD_A: 1}]
     assert lane.engine.engine.correlator.counters.straggler_reads == 0
 
@@ -485,41 +490,54 @@ def test_crashes_at_any_input_store_exactly_the_crossings_of_an_uninterrupted_ru
 # --- restarts, a full outbox, damaged rows (review of the journal) -------------------------
 
 
-def test_the_downtime_a_resume_took_out_is_taken_out_again_by_the_replay_after_a_second_crash(
+def test_a_restored_vehicle_goes_on_with_the_controllers_resent_events_at_their_own_times(
     tmp_path: Path,
 ) -> None:
+    """After a crash the controller resends what the agent had not taken, stamped when it
+    happened: the vehicle at the booth is one crossing, however long the agent was down, and a
+    second crash before any checkpoint replays to the same."""
     path = tmp_path / "outbox.db"
     lane = Lane(path)
-    lane.feed(read(1.0, CARD_A))  # the cards, before the vehicle reaches the loop
+    lane.feed(arrive(1.0), read(1.5, CARD_A))
     lane.crash()
-    lane = Lane(path)  # back 19 s later, longer than the 2 s idle timeout
-    assert lane.engine.holding
-    assert lane.engine.now(20.0) == 1.0, "no tick moves the restored crossing before the resume"
-    lane.feed(Resumed(20.0), arrive(20.5))
-    assert not lane.engine.holding
-    lane.crash()  # before any checkpoint: the replay must take the same 19 s out
+    lane = Lane(path)  # back much later than the idle timeout; the events come at their times
+    lane.feed(read(3.0, CARD_A))
+    lane.crash()
     lane = Lane(path)
-    lane.feed(Resumed(40.0), read(40.2, CARD_A), depart(41.0))
+    lane.feed(read(4.0, CARD_A), depart(25.0))
     assert [
-        (s["cards"], s["opened_at"], s["opened_by"], s["closed_by"]) for s in lane.stored()
-    ] == [({CARD_A: 2}, 1.0, "tag", "departure")]
+        (s["cards"], s["opened_at"], s["closed_at"], s["opened_by"], s["closed_by"])
+        for s in lane.stored()
+    ] == [({CARD_A: 3}, 1.0, 25.0, "loop", "departure")]
 
 
-def test_the_excise_flag_of_a_resume_survives_the_journal(outbox: Outbox) -> None:
+def test_rows_an_older_agent_journalled_as_resumed_are_skipped(outbox: Outbox) -> None:
+    """Agents before lane time journalled a 'resumed' marker; a replay needs none."""
     journal = InputJournal(outbox)
-    journal.append(Resumed(5.0, excise=False), None)
-    journal.append(Resumed(6.0), None)
-    # A row journalled before the flag existed excised the downtime.
-    outbox.transact(
-        lambda connection: connection.execute(
-            "INSERT INTO input_journal (at, kind, body) VALUES (7.0, 'resumed', '{}')"
+    journal.append(read(5.0, CARD_A), None)
+    for body in ('{"excise": false}', "{}"):
+        outbox.transact(
+            lambda connection, body=body: connection.execute(
+                "INSERT INTO input_journal (at, kind, body) VALUES (6.0, 'resumed', ?)", (body,)
+            )
         )
-    )
+    journal.append(read(7.0, CARD_A), None)
     assert [entry.input for entry in journal.recover().entries] == [
-        Resumed(5.0, excise=False),
-        Resumed(6.0, excise=True),
-        Resumed(7.0, excise=True),
+        read(5.0, CARD_A),
+        read(7.0, CARD_A),
     ]
+
+
+def test_the_controller_clock_of_the_last_event_is_kept_for_the_next_start(
+    outbox: Outbox,
+) -> None:
+    journal = InputJournal(outbox)
+    clock = {"boot_id": 0xB007, "base": 1_700_000_000.25, "wraps": 0, "last_event_ms": 1500}
+    journal.append(read(5.0, CARD_A), EventOrigin(0xB007, 3), clock)
+    journal.append(read(6.0, CARD_A), None)  # no origin: the clock state stays
+    recovery = journal.recover()
+    assert recovery.clock == clock
+    assert recovery.resume == EventOrigin(0xB007, 3)
 
 
 def fill_with_crossing_rows(outbox: Outbox) -> int:

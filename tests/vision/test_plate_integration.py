@@ -35,7 +35,7 @@ from tests.support.broker import MosquittoBroker, Subscriber, wait_until
 pytestmark = pytest.mark.broker
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = load_schema("lane-agent/crossing-event/1")
+SCHEMA = load_schema("lane-agent/crossing-event/2")
 ACTIVE_ACCEPTED = [
     str(r["ref"])
     for r in demo_records()
@@ -176,7 +176,7 @@ class RunningLane:
         **vision: object,
     ) -> None:
         self.simulator = ControllerSimulator(scenario, speed=SPEED)
-        config = demo_config(workdir, self.simulator.device_path, broker.port, SPEED, camera=True)
+        config = demo_config(workdir, self.simulator.device_path, broker.port, camera=True)
         self.config = config.model_copy(
             update={
                 "camera": config.camera.model_copy(

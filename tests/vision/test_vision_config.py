@@ -67,7 +67,7 @@ def test_a_relative_models_dir_is_resolved_next_to_the_config_file(tmp_path: Pat
 def test_vision_settings_reach_the_lane_core() -> None:
     config = load_config(EXAMPLE)
     correlation, policy = config.vision.with_plates(
-        config.lane.correlation.settings(), config.lane.policy()
+        config.lane.correlation_settings(), config.lane.policy()
     )
     assert correlation.plate_preroll_s == config.vision.plate_preroll_s
     assert policy.plate_check == PlateCheck(
