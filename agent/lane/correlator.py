@@ -46,25 +46,30 @@ inputs on top of it; the n-th crossing closed is crossing number n.
 
 from __future__ import annotations
 
-import enum
-import statistics
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from agent.lane.association import (
-    AntennaZone,
     Association,
-    AssociationSettings,
-    CardEvidence,
     CardJudgement,
     Read,
-    Rule,
     Stay,
     evidence_of,
     judge,
     judge_all,
+)
+from agent.lane.crossing import (
+    CardObservation,
+    ClosedBy,
+    CorrelationSettings,
+    CorrelatorCounters,
+    Crossing,
+    LoopAnomaly,
+    LoopFault,
+    OpenedBy,
+    SetAsideCard,
 )
 from agent.lane.events import (
     LaneInput,
@@ -75,209 +80,50 @@ from agent.lane.events import (
     VisionChanged,
     VisionFault,
 )
+from agent.lane.lane_state import (
+    STATE_VERSION,
+    Departed,
+    LoopState,
+    Segment,
+    Tail,
+    departed_from,
+    departed_state,
+    finite_or_none,
+    float_or_minus_inf,
+    optional_float,
+    segment_from,
+    segment_state,
+    tail_from,
+    tail_state,
+    upgrade_v1,
+)
 from agent.lane.plates import fold_lookalikes
 from agent.lane.tracks import CardTracks, TrackSettings
+from agent.lane.vehicle_evidence import (
+    departed_seen,
+    find_split,
+    lingers,
+    never_left,
+    new_at_booth,
+    new_card_in_tail,
+    not_together,
+    unseen_vehicle,
+)
 
-
-class OpenedBy(enum.StrEnum):
-    """What opened a crossing."""
-
-    LOOP = "loop"
-    TAG = "tag"
-    """Cards read strongly at the booth with no vehicle on the loop."""
-    EVIDENCE = "evidence"
-    """Split from the vehicle before it without a loop edge (the cards changed)."""
-
-
-class ClosedBy(enum.StrEnum):
-    """What closed a crossing."""
-
-    DEPARTURE = "departure"
-    IDLE_TIMEOUT = "idle_timeout"
-    MAX_DURATION = "max_duration"
-    NEXT_ARRIVAL = "next_arrival"
-    EVIDENCE_SPLIT = "evidence_split"
-    SHUTDOWN = "shutdown"
-
-
-class LoopAnomaly(enum.StrEnum):
-    """Something the presence loop got wrong while a crossing was open (in the event)."""
-
-    CHATTER = "chatter"
-    """Clears shorter than the departure confirmation were ignored."""
-    MISSING_CLEAR = "missing_clear"
-    """The loop never reported this vehicle's departure; the next arrival closed it."""
-    STUCK_OCCUPIED = "stuck_occupied"
-    """The loop stayed occupied past the longest stay."""
-    SPLIT_BY_CARDS = "split_by_cards"
-    """Separated from the vehicle before or after it by its cards, not by a loop edge."""
-
-
-class LoopFault(enum.StrEnum):
-    """Loop problems raised on the status topic."""
-
-    STUCK_OCCUPIED = "loop_stuck_occupied"
-    EDGE_MISSING = "loop_edge_missing"
-    CHATTER = "loop_chatter"
-
-
-@dataclass(frozen=True, slots=True)
-class CorrelationSettings:
-    """Lane geometry and timing the correlator needs (validated by the config layer)."""
-
-    presence_loop_id: int = 1
-    idle_timeout_s: float = 8.0
-    max_open_s: float = 300.0
-    straggler_window_s: float = 8.0
-    handed_back_after_s: float = 1.5
-    handed_back_margin_db: float = 8.0
-    infer_after_s: float = 4.0
-    min_rssi_dbm: float = -85.0
-    plate_preroll_s: float = 2.0
-    max_plate_readings: int = 200
-    approach_window_s: float = 15.0
-    departure_confirm_s: float = 0.2
-    min_stay_s: float = 2.0
-    short_stay_confirm_s: float = 0.6
-    rejoin_window_s: float = 2.0
-    tail_max_s: float = 1.5
-    split_quiet_s: float = 3.0
-    stuck_occupied_s: float = 600.0
-    fault_hold_s: float = 600.0
-    chatter_fault_count: int = 5
-    max_reads_per_card: int = 1000
-    association: AssociationSettings = field(default_factory=AssociationSettings)
-
-
-@dataclass(frozen=True, slots=True)
-class CardObservation:
-    """A card carried by a crossing: its reads for this vehicle and why it is carried."""
-
-    ref: str
-    reads: int
-    first_at: float
-    last_at: float
-    best_rssi_dbm: float
-    antennas: tuple[int, ...]
-    tid: str | None
-    association: Association = Association.ATTACHED
-    rule: Rule = Rule.STRONG_AT_BOOTH
-    evidence: CardEvidence | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SetAsideCard:
-    """A card read around a crossing that is not this vehicle's (next vehicle, another lane)."""
-
-    ref: str
-    association: Association
-    rule: Rule
-    evidence: CardEvidence
-
-
-@dataclass(frozen=True, slots=True)
-class Crossing:
-    """A closed crossing: one vehicle at the booth (or one a loop missed)."""
-
-    opened_at: float
-    closed_at: float
-    opened_by: OpenedBy
-    closed_by: ClosedBy
-    vehicle_detected: bool
-    cards: tuple[CardObservation, ...]
-    """Cards carried by the crossing: attached or uncertain, by first read."""
-    plates: tuple[PlateSeen, ...] = ()
-    """Plate readings of this vehicle, in arrival order (empty without a camera)."""
-    vision_faults: tuple[VisionFault, ...] = ()
-    """Camera or plate reader faults in force at any time while the crossing was open."""
-    set_aside: tuple[SetAsideCard, ...] = ()
-    """Cards read around the stay judged to be the next vehicle's or another lane's."""
-    anomalies: tuple[LoopAnomaly, ...] = ()
-    provisional: bool = False
-    """A snapshot of a crossing still open (:meth:`CrossingCorrelator.current`)."""
-
-
-@dataclass(slots=True)
-class CorrelatorCounters:
-    """What the correlator saw and decided (exposed on the status topic)."""
-
-    weak_reads: int = 0
-    straggler_reads: int = 0
-    other_loop_events: int = 0
-    unmatched_clears: int = 0
-    out_of_order_events: int = 0
-    straggler_plates: int = 0
-    late_plates: int = 0
-    plates_over_limit: int = 0
-    chatter: int = 0
-    tails_absorbed: int = 0
-    continuations: int = 0
-    missing_clears: int = 0
-    evidence_splits: int = 0
-    stuck_closes: int = 0
-    vehicles_without_loop: int = 0
-    cards_attached: int = 0
-    cards_uncertain: int = 0
-    cards_next_vehicle: int = 0
-    cards_other_lane: int = 0
-
-
-@dataclass(slots=True)
-class _Segment:
-    """The vehicle at the booth: its crossing, open."""
-
-    opened_at: float
-    opened_by: OpenedBy
-    vehicle_detected: bool
-    arrived_at: float | None
-    plates: list[PlateSeen] = field(default_factory=list)
-    vision_faults: set[VisionFault] = field(default_factory=set)
-    anomalies: set[LoopAnomaly] = field(default_factory=set)
-    anchors: set[str] = field(default_factory=set)
-    """Cards that made a vehicle the loop missed (``tag``): its idle timeout follows them."""
-    ghost: bool = False
-    """The rest of a stay whose crossing already closed (the loop dropped out under a vehicle
-    that never left): it closes without a second crossing unless the cards say the vehicle
-    changed."""
-    last_split_check: float = float("-inf")
-
-    @property
-    def start(self) -> float:
-        return self.opened_at if self.arrived_at is None else self.arrived_at
-
-
-@dataclass(frozen=True, slots=True)
-class _Departed:
-    """The crossing closed last: what a tail or continuation of it compares with."""
-
-    at: float
-    by: ClosedBy
-    levels: Mapping[str, float]
-    """Carried cards → their median RSSI during the stay."""
-    plate: str | None
-
-
-@dataclass(slots=True)
-class _Tail:
-    """The loop occupied again soon after a departure: same vehicle or a new one?"""
-
-    started_at: float
-    departed: _Departed
-
-
-@dataclass(slots=True)
-class _Loop:
-    occupied: bool = False
-    since: float | None = None
-    clear_at: float | None = None
-    confirm_by: float | None = None
-    stuck: bool = False
-    splits: int = 0
-    edge_missing_at: float | None = None
-    chatter_times: deque[float] = field(default_factory=deque)
-
-
-_STATE_VERSION = 2
+__all__ = [
+    "CardObservation",
+    "ClosedBy",
+    "CorrelationSettings",
+    "CorrelatorCounters",
+    "Crossing",
+    "CrossingCorrelator",
+    "LoopAnomaly",
+    "LoopFault",
+    "OpenedBy",
+    "SetAsideCard",
+]
+"""The crossing's types live in :mod:`agent.lane.crossing`; they are the correlator's interface
+and are importable from here too."""
 
 
 class CrossingCorrelator:
@@ -295,10 +141,10 @@ class CrossingCorrelator:
             ),
             settings.association,
         )
-        self._loop = _Loop()
-        self._segment: _Segment | None = None
-        self._tail: _Tail | None = None
-        self._departed: _Departed | None = None
+        self._loop = LoopState()
+        self._segment: Segment | None = None
+        self._tail: Tail | None = None
+        self._departed: Departed | None = None
         self._last_at = float("-inf")
         self._vision_fault: VisionFault | None = None
         self._plate_preroll: deque[PlateSeen] = deque()
@@ -316,7 +162,7 @@ class CrossingCorrelator:
     @property
     def last_at(self) -> float | None:
         """The latest time of an input applied (None before the first)."""
-        return _finite_or_none(self._last_at)
+        return finite_or_none(self._last_at)
 
     @property
     def closed_count(self) -> int:
@@ -475,28 +321,17 @@ class CrossingCorrelator:
         return closed
 
     def _linger(self, at: float) -> None:
-        """The loop cleared but the departed vehicle's cards are still read at the booth as
-        strongly as during its stay, steadily, for longer than a tail: it has not left (it
-        stopped just past the loop, or the loop recovered under it). The rest of its stay is
-        a ghost: no second crossing. Stragglers fade and stop; these do not."""
+        """The loop cleared but the departed vehicle lingers at the booth
+        (:func:`~agent.lane.vehicle_evidence.lingers`): the rest of its stay is a ghost, no
+        second crossing."""
         departed = self._departed
         s = self.settings
         if (
             departed is None
             or departed.by is not ClosedBy.DEPARTURE
             or not s.tail_max_s <= at - departed.at <= s.straggler_window_s
+            or not lingers(self._tracks, departed, at, s.association)
         ):
-            return
-        margin = s.association.weak_margin_db
-        for ref, level in departed.levels.items():
-            reads = [
-                r
-                for r in self._tracks.raw(ref, departed.at + 1.0, at)
-                if r.rssi_dbm >= level - margin
-            ]
-            if len(reads) >= 3 and reads[-1].at - reads[0].at >= 1.5 and at - reads[-1].at <= 1.0:
-                break
-        else:
             return
         segment = self._open(departed.at, OpenedBy.LOOP, detected=False, take_preroll=False)
         segment.ghost = True
@@ -514,18 +349,11 @@ class CrossingCorrelator:
             self.counters.straggler_reads += 1
         self._tracks.add(read.epc, compact, read.tid)
         tail = self._tail
-        if tail is not None and self._is_new_at_booth(read.epc, compact, tail.departed):
+        if tail is not None and new_at_booth(
+            read.epc, compact, tail.departed, self.settings.association
+        ):
             self._promote_tail(tail)
         return []
-
-    def _is_new_at_booth(self, ref: str, read: Read, departed: _Departed) -> bool:
-        """A card the departed vehicle did not carry, read strongly at the booth."""
-        assoc = self.settings.association
-        return (
-            ref not in departed.levels
-            and read.rssi_dbm >= assoc.strong_rssi_dbm
-            and assoc.zone(read.antenna) is AntennaZone.BOOTH
-        )
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -589,7 +417,7 @@ class CrossingCorrelator:
             and departed.by is ClosedBy.DEPARTURE
             and at - departed.at <= self.settings.rejoin_window_s
         ):
-            self._tail = _Tail(at, departed)
+            self._tail = Tail(at, departed)
             return closed
         self._open(at, OpenedBy.LOOP, detected=True)
         return closed
@@ -634,7 +462,9 @@ class CrossingCorrelator:
         departure."""
         tail = self._tail
         assert tail is not None
-        if at - tail.started_at > self.settings.tail_max_s or self._new_card_in_tail(tail, at):
+        if at - tail.started_at > self.settings.tail_max_s or new_card_in_tail(
+            self._tracks, tail, at, self.settings.association
+        ):
             self._promote_tail(tail)
             return False
         self._tail = None
@@ -642,18 +472,6 @@ class CrossingCorrelator:
         self._chatter(at)
         self._extend_departure(tail.departed, at)
         return True
-
-    def _new_card_in_tail(self, tail: _Tail, at: float) -> bool:
-        """A card the departed vehicle did not carry was read in the tail, not as a weak read
-        (the queue behind or the next lane read faintly)."""
-        assoc = self.settings.association
-        floor = assoc.strong_rssi_dbm - assoc.weak_margin_db
-        for ref, reads in self._tracks.eligible_by_card(
-            tail.started_at, at, tail.started_at
-        ).items():
-            if ref not in tail.departed.levels and any(r.rssi_dbm >= floor for r in reads):
-                return True
-        return False
 
     def _resolve_tail(self, at: float) -> None:
         """The re-occupation outlasted ``tail_max_s``: a vehicle that never left, or a new one.
@@ -666,45 +484,23 @@ class CrossingCorrelator:
         """
         tail = self._tail
         assert tail is not None
-        seen = self._departed_seen(tail.departed, tail.started_at + 1.0, at)
+        margin = self.settings.association.weak_margin_db
+        seen = departed_seen(self._tracks, tail.departed, tail.started_at + 1.0, at, margin)
         if seen is None and at - tail.started_at <= 2 * self.settings.tail_max_s:
             return  # nothing read yet either way: wait (a clear meanwhile makes it a vehicle)
         self._tail = None
         segment = self._open(tail.started_at, OpenedBy.LOOP, detected=True, take_preroll=False)
-        if self._never_left(tail.departed, tail.started_at + 1.0):
+        if never_left(self._tracks, tail.departed, tail.started_at + 1.0, margin):
             segment.ghost = True
             self.counters.continuations += 1
             self._chatter(at)
 
-    def _promote_tail(self, tail: _Tail) -> None:
+    def _promote_tail(self, tail: Tail) -> None:
         """The re-occupation is a vehicle of its own: its crossing opened when it arrived."""
         self._tail = None
         self._open(tail.started_at, OpenedBy.LOOP, detected=True)
 
-    def _never_left(self, departed: _Departed, until: float) -> bool:
-        """A departed card was read from its departure to ``until`` without a dip: every read
-        within ``weak_margin_db`` of its strength during the stay, at least one of them after
-        the departure."""
-        margin = self.settings.association.weak_margin_db
-        for ref, level in departed.levels.items():
-            reads = self._tracks.raw(ref, departed.at, until)
-            if reads and all(read.rssi_dbm >= level - margin for read in reads):
-                return True
-        return False
-
-    def _departed_seen(self, departed: _Departed, since: float, until: float) -> bool | None:
-        """True: a departed card read at its stay's strength (within ``weak_margin_db``) in
-        ``[since, until]``; False: read, but only weaker; None: not read at all."""
-        margin = self.settings.association.weak_margin_db
-        seen: bool | None = None
-        for ref, level in departed.levels.items():
-            for read in self._tracks.raw(ref, since, until):
-                if read.rssi_dbm >= level - margin:
-                    return True
-                seen = False
-        return seen
-
-    def _extend_departure(self, departed: _Departed, at: float) -> None:
+    def _extend_departure(self, departed: Departed, at: float) -> None:
         """The departed vehicle was on the loop until ``at``: its reads until then are spent and
         its stragglers count from then."""
         for ref, level in departed.levels.items():
@@ -716,7 +512,6 @@ class CrossingCorrelator:
     def _check_split(self, at: float) -> list[Crossing]:
         """Close the crossing and open the next when the cards say the vehicle changed while
         the loop stayed occupied, was not trusted, or never saw either vehicle."""
-        s = self.settings
         segment = self._segment
         if (
             segment is None
@@ -725,114 +520,37 @@ class CrossingCorrelator:
         ):
             return []
         segment.last_split_check = at
-        assoc = s.association
-        quiet_since = at - s.split_quiet_s
-        if quiet_since <= segment.start + assoc.settle_s:
+        split = find_split(self._tracks, segment, at, self.settings)
+        if split is None:
             return []
-        window = segment.start - s.approach_window_s
-        arrival = segment.arrived_at
-        before = self._tracks.eligible_by_card(window, quiet_since, arrival)
-        if not before:
-            return []
-        established = {
-            ref
-            for ref, judgement in judge_all(before, Stay(segment.start, quiet_since), assoc).items()
-            if judgement.association is Association.ATTACHED
-        }
-        if not established:
-            return []
-        last_established = max(before[ref][-1].at for ref in established)
-        gaps = [
-            later.at - earlier_read.at
-            for ref in established
-            for earlier_read, later in zip(before[ref], before[ref][1:], strict=False)
-        ]
-        if gaps and at - last_established < 3 * statistics.median(gaps):
-            return []  # sparse reads: a pause is no departure
-        if last_established > quiet_since or any(
-            self._tracks.eligible(ref, quiet_since, at, arrival) for ref in established
-        ):
-            return []  # the vehicle at the booth is still being read
-        newcomer_first_strong: float | None = None
-        newcomers: set[str] = set()
-        earlier = {ref: reads for ref, reads in before.items() if ref not in established}
-        # At the booth is as strong as strong_rssi_dbm, or as the cards of the vehicle that was
-        # there (a lane whose reader reads everything weaker).
-        booth_level = min(
-            assoc.strong_rssi_dbm,
-            max(statistics.median(r.rssi_dbm for r in before[ref]) for ref in established)
-            - assoc.weak_margin_db,
-        )
-        for ref, reads in self._tracks.eligible_by_card(last_established, at, arrival).items():
-            if ref in established:
-                continue
-            seen = [r for r in earlier.get(ref, []) if r.at <= last_established]
-            if seen and (
-                seen[0].at < segment.start + assoc.settle_s
-                or max(r.rssi_dbm for r in seen) >= booth_level
-            ):
-                continue  # read with this vehicle from the start, or strongly before: its own
-            strong = [
-                r.at
-                for r in reads
-                if r.rssi_dbm >= booth_level and assoc.zone(r.antenna) is AntennaZone.BOOTH
-            ]
-            if len(strong) < 2 and (
-                len(reads) >= assoc.steady_min_reads
-                and reads[-1].at - reads[0].at >= s.split_quiet_s
-            ):
-                # Read on and on, however weakly, since the vehicle before fell silent.
-                strong = [r.at for r in reads]
-            if len(strong) >= 2:
-                newcomers.add(ref)
-                if newcomer_first_strong is None or strong[0] < newcomer_first_strong:
-                    newcomer_first_strong = strong[0]
-        if newcomer_first_strong is None:
-            return []
-        split_at = (last_established + newcomer_first_strong) / 2
         self.counters.evidence_splits += 1
         self._loop.splits += 1
         self._loop.edge_missing_at = at
         segment.anomalies.add(LoopAnomaly.SPLIT_BY_CARDS)
-        moved = [p for p in segment.plates if p.at > split_at]
-        segment.plates = [p for p in segment.plates if p.at <= split_at]
+        moved = [p for p in segment.plates if p.at > split.at]
+        segment.plates = [p for p in segment.plates if p.at <= split.at]
         detected = segment.vehicle_detected
-        closed = self._close(split_at, ClosedBy.EVIDENCE_SPLIT)
-        opened = self._open(split_at, OpenedBy.EVIDENCE, detected=detected, take_preroll=False)
+        closed = self._close(split.at, ClosedBy.EVIDENCE_SPLIT)
+        opened = self._open(split.at, OpenedBy.EVIDENCE, detected=detected, take_preroll=False)
         if detected:
-            # It reached the booth when its cards were first read strongly there.
-            opened.arrived_at = newcomer_first_strong
+            opened.arrived_at = split.arrived_at
         else:
-            opened.anchors.update(newcomers)  # a vehicle the loop misses too: its cards time it
+            opened.anchors.update(split.newcomers)  # the loop misses it too: its cards time it
         opened.anomalies.add(LoopAnomaly.SPLIT_BY_CARDS)
         opened.plates.extend(moved)
         return closed
 
     def _infer_vehicle(self, at: float) -> None:
-        """Open a crossing for a vehicle the loop did not see: a card read strongly at the booth
-        in the approach window over at least ``infer_after_s`` with no loop edge (a vehicle the
-        loop will see is on it by then; a neighbour's burst is over sooner), stragglers and
-        spent reads left out."""
-        s = self.settings
-        assoc = s.association
-        window = at - s.approach_window_s
-        anchors: dict[str, float] = {}
-        for ref, reads in self._tracks.eligible_by_card(window, at).items():
-            strong = [
-                r.at
-                for r in reads
-                if r.rssi_dbm >= assoc.strong_rssi_dbm
-                and assoc.zone(r.antenna) is AntennaZone.BOOTH
-            ]
-            if len(strong) >= 2 and strong[-1] - strong[0] >= s.infer_after_s:
-                anchors[ref] = strong[0]
+        """Open a crossing for a vehicle the loop did not see
+        (:func:`~agent.lane.vehicle_evidence.unseen_vehicle`)."""
+        anchors = unseen_vehicle(self._tracks, at, self.settings)
         if not anchors:
             return
         segment = self._open(min(anchors.values()), OpenedBy.TAG, detected=False)
         segment.anchors.update(anchors)
         self.counters.vehicles_without_loop += 1
 
-    def _last_anchor_read(self, segment: _Segment, at: float) -> float | None:
+    def _last_anchor_read(self, segment: Segment, at: float) -> float | None:
         latest: float | None = None
         for ref in segment.anchors:
             if segment.ghost:  # its cards' reads are the departed vehicle's: stragglers
@@ -848,9 +566,9 @@ class CrossingCorrelator:
 
     def _open(
         self, at: float, opened_by: OpenedBy, *, detected: bool, take_preroll: bool = True
-    ) -> _Segment:
+    ) -> Segment:
         """Open a crossing, taking the plate readings of the moments before it opened."""
-        segment = self._segment = _Segment(
+        segment = self._segment = Segment(
             opened_at=at,
             opened_by=opened_by,
             vehicle_detected=detected,
@@ -865,7 +583,7 @@ class CrossingCorrelator:
         return segment
 
     def _judged(
-        self, segment: _Segment, end: float, closed_by: ClosedBy
+        self, segment: Segment, end: float, closed_by: ClosedBy
     ) -> tuple[Crossing, dict[str, CardJudgement]]:
         s = self.settings
         stay = Stay(segment.start, end)
@@ -887,7 +605,7 @@ class CrossingCorrelator:
                 judged[ref] = judge(
                     evidence_of(reads[ref], handed_back, s.association), handed_back, s.association
                 )
-        judgements = _not_together(judged, reads, s.split_quiet_s)
+        judgements = not_together(judged, reads, s.split_quiet_s)
         carried: list[CardObservation] = []
         aside: list[SetAsideCard] = []
         for ref in sorted(judgements, key=lambda r: (judgements[r].evidence.first_at, r)):
@@ -955,7 +673,7 @@ class CrossingCorrelator:
             if level is not None:
                 levels[ref] = level
         best_plate = max(crossing.plates, key=lambda p: p.confidence, default=None)
-        self._departed = _Departed(
+        self._departed = Departed(
             at=at,
             by=closed_by,
             levels=levels,
@@ -1022,10 +740,10 @@ class CrossingCorrelator:
         """
         loop = self._loop
         return {
-            "version": _STATE_VERSION,
+            "version": STATE_VERSION,
             "closed_count": self._closed_count,
-            "last_at": _finite_or_none(self._last_at),
-            "last_closed_at": _finite_or_none(self._last_closed_at),
+            "last_at": finite_or_none(self._last_at),
+            "last_closed_at": finite_or_none(self._last_closed_at),
             "recently_closed_plates": dict(self._recently_closed_plates),
             "vision_fault": None if self._vision_fault is None else self._vision_fault.value,
             "loop": {
@@ -1039,9 +757,9 @@ class CrossingCorrelator:
                 "chatter_times": list(loop.chatter_times),
             },
             "tracks": self._tracks.export_state(),
-            "segment": None if self._segment is None else _segment_state(self._segment),
-            "tail": None if self._tail is None else _tail_state(self._tail),
-            "departed": None if self._departed is None else _departed_state(self._departed),
+            "segment": None if self._segment is None else segment_state(self._segment),
+            "tail": None if self._tail is None else tail_state(self._tail),
+            "departed": None if self._departed is None else departed_state(self._departed),
         }
 
     @classmethod
@@ -1055,193 +773,37 @@ class CrossingCorrelator:
             raise ValueError(f"correlator state is not an object: {type(state).__name__}")
         version = state.get("version")
         if version == 1:
-            state = _upgrade_v1(state)
-        elif version != _STATE_VERSION:
+            state = upgrade_v1(state)
+        elif version != STATE_VERSION:
             raise ValueError(f"correlator state version {version!r} is not supported")
         correlator = cls(settings)
         try:
             correlator._closed_count = int(state["closed_count"])
-            correlator._last_at = _float_or_minus_inf(state["last_at"])
-            correlator._last_closed_at = _float_or_minus_inf(state["last_closed_at"])
+            correlator._last_at = float_or_minus_inf(state["last_at"])
+            correlator._last_closed_at = float_or_minus_inf(state["last_closed_at"])
             correlator._recently_closed_plates = {
                 str(text): float(at) for text, at in state["recently_closed_plates"].items()
             }
             fault = state["vision_fault"]
             correlator._vision_fault = None if fault is None else VisionFault(fault)
             loop = state["loop"]
-            correlator._loop = _Loop(
+            correlator._loop = LoopState(
                 occupied=bool(loop["occupied"]),
-                since=_optional_float(loop["since"]),
-                clear_at=_optional_float(loop["clear_at"]),
-                confirm_by=_optional_float(loop["confirm_by"]),
+                since=optional_float(loop["since"]),
+                clear_at=optional_float(loop["clear_at"]),
+                confirm_by=optional_float(loop["confirm_by"]),
                 stuck=bool(loop["stuck"]),
                 splits=int(loop["splits"]),
-                edge_missing_at=_optional_float(loop["edge_missing_at"]),
+                edge_missing_at=optional_float(loop["edge_missing_at"]),
                 chatter_times=deque(float(t) for t in loop["chatter_times"]),
             )
             correlator._tracks.restore(state["tracks"])
             segment = state["segment"]
-            correlator._segment = None if segment is None else _segment_from(segment)
+            correlator._segment = None if segment is None else segment_from(segment)
             tail = state["tail"]
-            correlator._tail = None if tail is None else _tail_from(tail)
+            correlator._tail = None if tail is None else tail_from(tail)
             departed = state["departed"]
-            correlator._departed = None if departed is None else _departed_from(departed)
+            correlator._departed = None if departed is None else departed_from(departed)
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(f"correlator state is malformed: {error!r}") from error
         return correlator
-
-
-def _not_together(
-    judgements: dict[str, CardJudgement], reads: Mapping[str, list[Read]], quiet_s: float
-) -> dict[str, CardJudgement]:
-    """Attached cards that were never read at the same time (one fell silent for good more than
-    ``quiet_s`` before the other was first read) cannot both be in one vehicle: two vehicles the
-    loop and the cards could not tell apart. Both become uncertain, so such a crossing is never
-    expedited."""
-    attached = [ref for ref, j in judgements.items() if j.association is Association.ATTACHED]
-    apart: set[str] = set()
-    for index, first in enumerate(attached):
-        for second in attached[index + 1 :]:
-            a, b = reads[first], reads[second]
-            if a[-1].at + quiet_s < b[0].at or b[-1].at + quiet_s < a[0].at:
-                apart.update((first, second))
-    if not apart:
-        return judgements
-    return {
-        ref: CardJudgement(Association.UNCERTAIN, Rule.NOT_TOGETHER, judgement.evidence)
-        if ref in apart
-        else judgement
-        for ref, judgement in judgements.items()
-    }
-
-
-def _segment_state(segment: _Segment) -> dict[str, Any]:
-    return {
-        "opened_at": segment.opened_at,
-        "opened_by": segment.opened_by.value,
-        "vehicle_detected": segment.vehicle_detected,
-        "arrived_at": segment.arrived_at,
-        "vision_faults": sorted(fault.value for fault in segment.vision_faults),
-        "anomalies": sorted(anomaly.value for anomaly in segment.anomalies),
-        "anchors": sorted(segment.anchors),
-        "ghost": segment.ghost,
-    }
-
-
-def _segment_from(state: Mapping[str, Any]) -> _Segment:
-    return _Segment(
-        opened_at=float(state["opened_at"]),
-        opened_by=OpenedBy(state["opened_by"]),
-        vehicle_detected=bool(state["vehicle_detected"]),
-        arrived_at=_optional_float(state["arrived_at"]),
-        vision_faults={VisionFault(f) for f in state["vision_faults"]},
-        anomalies={LoopAnomaly(a) for a in state["anomalies"]},
-        anchors={str(ref) for ref in state["anchors"]},
-        ghost=bool(state["ghost"]),
-    )
-
-
-def _departed_state(departed: _Departed) -> dict[str, Any]:
-    return {
-        "at": departed.at,
-        "by": departed.by.value,
-        "levels": dict(departed.levels),
-        "plate": departed.plate,
-    }
-
-
-def _departed_from(state: Mapping[str, Any]) -> _Departed:
-    plate = state["plate"]
-    return _Departed(
-        at=float(state["at"]),
-        by=ClosedBy(state["by"]),
-        levels={str(ref): float(level) for ref, level in state["levels"].items()},
-        plate=None if plate is None else str(plate),
-    )
-
-
-def _tail_state(tail: _Tail) -> dict[str, Any]:
-    return {"started_at": tail.started_at, "departed": _departed_state(tail.departed)}
-
-
-def _tail_from(state: Mapping[str, Any]) -> _Tail:
-    return _Tail(float(state["started_at"]), _departed_from(state["departed"]))
-
-
-def _upgrade_v1(state: Mapping[str, Any]) -> dict[str, Any]:
-    """A version 1 state (cards summarised per crossing) as version 2: each card of the open
-    crossing becomes a track with its first and last read at its best strength, and the cards
-    of the crossing closed just before are carried up to their close."""
-    try:
-        current = state["open"]
-        tracks: dict[str, Any] = {}
-        recently = {str(ref): float(at) for ref, at in state["recently_closed"].items()}
-        segment = None
-        loop: dict[str, Any] = {
-            "occupied": False,
-            "since": None,
-            "clear_at": None,
-            "confirm_by": None,
-            "stuck": False,
-            "splits": 0,
-            "edge_missing_at": None,
-            "chatter_times": [],
-        }
-        if current is not None:
-            opened_at = float(current["opened_at"])
-            detected = bool(current["vehicle_detected"])
-            for card in current["cards"]:
-                antenna = int(sorted(card["antennas"])[0])
-                best = float(card["best_rssi_dbm"])
-                reads = [[float(card["first_at"]), best, antenna]]
-                if float(card["last_at"]) > float(card["first_at"]):
-                    reads.append([float(card["last_at"]), best, antenna])
-                tracks[str(card["ref"])] = {"tid": card["tid"], "reads": reads}
-            segment = {
-                "opened_at": opened_at,
-                "opened_by": "loop" if current["opened_by"] == "loop" else "tag",
-                "vehicle_detected": detected,
-                "arrived_at": opened_at if detected else None,
-                "vision_faults": list(current["vision_faults"]),
-                "anomalies": [],
-                "anchors": [] if detected else sorted(tracks),
-                "ghost": False,
-            }
-            loop["occupied"] = detected
-            loop["since"] = opened_at if detected else None
-        return {
-            "version": _STATE_VERSION,
-            "closed_count": state["closed_count"],
-            "last_at": state["last_at"],
-            "last_closed_at": state["last_closed_at"],
-            "recently_closed_plates": state["recently_closed_plates"],
-            "vision_fault": state["vision_fault"],
-            "loop": loop,
-            "tracks": {
-                "tracks": tracks,
-                "consumed_until": dict(recently),
-                "carried_at": dict(recently),
-            },
-            "segment": segment,
-            "tail": None,
-            "departed": None,
-        }
-    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as error:
-        raise ValueError(f"correlator state (version 1) is malformed: {error!r}") from error
-
-
-def _finite_or_none(value: float) -> float | None:
-    return None if value == float("-inf") else value
-
-
-def _optional_float(value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number or null, got {value!r}")
-    return float(value)
-
-
-def _float_or_minus_inf(value: object) -> float:
-    number = _optional_float(value)
-    return float("-inf") if number is None else number
