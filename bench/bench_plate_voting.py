@@ -1,129 +1,100 @@
-"""Multi-frame voting benchmark: what the plate of a crossing gains from all its frames.
+"""Synthetic lane-camera set per format family, voted per vehicle: the agent against today's.
 
-Renders synthetic lane scenes (agent/vision/synth.py) of vehicles with plates in the formats
-the lane sees, degrades each frame the way a lane camera does (lower resolution, motion blur,
-sensor noise, strong JPEG compression), reads every frame with the agent's plate recognizer
-and compares, per vehicle:
+Renders, from an evaluation seed the reader was never trained on, ``--vehicles`` vehicles per
+format family (US, MX, CA, EU), each as ``--frames`` whole 1280 x 720 frames of the vehicle
+creeping up to the booth (``training/lane_scenes.py``: plates of every jurisdiction in
+``agent.lane.plate_formats`` drawn as in training, bumper stickers, dealer badges, the car
+ahead's plate, motion blur, defocus, infra-red at night, glare, dirt, plate frames, noise,
+JPEG). The frames are written once, losslessly, and every system reads the same files in its
+own process:
 
-* ``first frame``        — the reading of the vehicle's first frame (no multi-frame use);
-* ``most confident``     — the single reading with the highest confidence (the baseline a
-                           simple system would use);
-* ``voted``              — ``agent.lane.plates.vote`` over all the vehicle's readings;
-* ``voted top-5``        — the true plate among the vote's five candidates.
+* ``agent``     — this tree's recognizer and ``agent.lane.plates.vote``;
+* ``baseline``  — the recognizer and vote at git revision ``--baseline-rev`` (today's, before
+                  the trained reader), extracted with ``git archive``.
 
-It also prints the median and p95 time of one ``vote()`` call over a crossing's readings (pure
-Python on the engine thread) next to the median time of reading one frame.
+Per family and system: per-frame top-1, voted top-1 and top-5 per vehicle, the misses by
+jurisdiction, the median ms to read a frame and to vote a crossing.
 
 Run from the repository root::
 
-    nice -n 10 .venv/bin/python bench/bench_plate_voting.py                 # 40 vehicles x 6
-    nice -n 10 .venv/bin/python bench/bench_plate_voting.py --vehicles 10 --frames 4
+    nice -n 10 .venv/bin/python bench/bench_plate_voting.py                  # 40 vehicles x 6
+    nice -n 10 .venv/bin/python bench/bench_plate_voting.py --vehicles 10 --systems agent
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
-import random
 import statistics
-import string
+import subprocess
 import sys
+import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import cv2  # imported after the telemetry switch and the path above
-import numpy as np
-
-from agent.lane.events import PlateSeen
-from agent.lane.plates import vote
-from agent.vision.capture import Image
-from agent.vision.reader import PlateRecognizer
-from agent.vision.synth import render_scene
-
-ROI = (144, 240, 352, 192)  # where synthetic plates appear (agent/demo.py DEMO_ROI)
-FORMATS = (
-    ("CA", "NLLLNNN"),
-    ("TX", "LLLNNNN"),
-    ("AZ", "LLLNNNN"),
-    ("NM", "LLLNNN"),
-    ("MX-BCN", "LLLNNNL"),
-)
-# Letters a plate reader confuses with digits are kept out: the benchmark measures voting
-# against misreads, and look-alike ambiguity is a matching question (agent/lane/plates.py).
-LETTERS = "".join(c for c in string.ascii_uppercase if c not in "OIBSZQ")
-DIGITS = string.digits
+REPO = Path(__file__).resolve().parents[1]
+EVAL_SEED = 2027
+"""Never a training seed: ``training.train_reader`` uses ``"<seed>:<step>"`` strings and
+its validation seed; lane sets are drawn from ``"lane-set:<seed>:..."`` strings."""
+BASELINE_REV = "9463f7a"
+FAMILIES = ("US", "MX", "CA", "EU")
 
 
-def random_plate(rng: random.Random) -> tuple[str, str]:
-    jurisdiction, pattern = rng.choice(FORMATS)
-    text = "".join(rng.choice(LETTERS if p == "L" else DIGITS) for p in pattern)
-    return text, jurisdiction
+def render(directory: Path, seed: int, vehicles: int, frames: int) -> list[dict[str, Any]]:
+    """Write every frame as PNG under ``directory``; return the vehicles' truth."""
+    sys.path.insert(0, str(REPO))
+    import cv2
+
+    from training.lane_scenes import lane_vehicle
+
+    truth = []
+    for family in FAMILIES:
+        for index in range(vehicles):
+            vehicle = lane_vehicle(seed, family, index, frames=frames)
+            paths = []
+            for number, frame in enumerate(vehicle.frames):
+                path = directory / f"{family}-{index:03d}-{number}.png"
+                cv2.imwrite(str(path), frame)
+                paths.append(str(path))
+            truth.append(
+                {
+                    "family": family,
+                    "code": vehicle.spec.code,
+                    "plate": vehicle.spec.text,
+                    "frames": paths,
+                }
+            )
+    return truth
 
 
-def degrade(image: Image, rng: random.Random, scales: tuple[float, float]) -> Image:
-    """What a lane camera does to a frame: resolution, motion, noise, compression."""
-    height, width = image.shape[:2]
-    scale = rng.uniform(*scales)
-    small = cv2.resize(
-        image, (int(width * scale), int(height * scale)), interpolation=cv2.INTER_AREA
-    )
-    image = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
-    length = rng.choice((1, 3, 5, 7))
-    if length > 1:
-        kernel = np.zeros((length, length), np.float32)
-        kernel[length // 2, :] = 1.0 / length
-        image = cv2.filter2D(image, -1, kernel)
-    noise = np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(6, 14), image.shape)
-    image = np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
-    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, rng.randint(20, 45)])
-    assert ok
-    decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
-    assert decoded is not None
-    return decoded
+def worker(truth_file: Path, threads: int) -> dict[str, Any]:
+    """Read and vote every vehicle in ``truth_file`` with the agent tree on ``sys.path``."""
+    sys.path.insert(0, os.environ.get("BENCH_AGENT_ROOT", str(REPO)))
+    import cv2
 
+    from agent.lane.events import PlateSeen
+    from agent.lane.plates import vote
+    from agent.vision.reader import PlateRecognizer
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vehicles", type=int, default=40)
-    parser.add_argument("--frames", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument(
-        "--scale",
-        type=float,
-        nargs=2,
-        default=(0.45, 0.75),
-        metavar=("MIN", "MAX"),
-        help="resolution kept per frame (lower is harder)",
-    )
-    args = parser.parse_args()
-
-    rng = random.Random(args.seed)
-    recognizer = PlateRecognizer.load(threads=args.threads)
-    x, y, w, h = ROI
-    read_ms: list[float] = []
-    vote_us: list[float] = []
-    frames_right = frames_total = 0
-    first_right = confident_right = voted_right = top5_right = 0
-    for _ in range(args.vehicles):
-        plate, jurisdiction = random_plate(rng)
-        readings: list[PlateSeen] = []
-        for index in range(args.frames):
-            approach = index / max(1, args.frames - 1)
-            scene = render_scene(plate, jurisdiction, rng=rng, approach=approach)
-            frame = degrade(scene, rng, tuple(args.scale))[y : y + h, x : x + w]
+    cv2.setNumThreads(1)
+    recognizer = PlateRecognizer.load(threads=threads)
+    results = []
+    for vehicle in json.loads(truth_file.read_text()):
+        readings = []
+        frame_texts = []
+        read_ms = []
+        for index, path in enumerate(vehicle["frames"]):
+            image = cv2.imread(path, cv2.IMREAD_COLOR)
             started = time.perf_counter()
-            found = recognizer.read(frame)
+            found = recognizer.read(image)
             read_ms.append((time.perf_counter() - started) * 1000)
             best = found[0] if found else None
-            frames_total += 1
-            frames_right += bool(best and best.text == plate)
-            if index == 0:
-                first_right += bool(best and best.text == plate)
+            frame_texts.append(best.text if best else None)
             if best is not None:
                 readings.append(
                     PlateSeen(
@@ -134,41 +105,118 @@ def main() -> int:
                         best.candidates,
                     )
                 )
-        if readings:
-            confident = max(readings, key=lambda r: r.confidence)
-            confident_right += confident.text == plate
         started = time.perf_counter()
-        result = vote(readings, top_n=5)
-        vote_us.append((time.perf_counter() - started) * 1e6)
-        voted_right += bool(result and result.text == plate)
-        top5_right += bool(result and plate in [c.text for c in result.candidates])
+        voted = vote(readings, top_n=5)
+        vote_us = (time.perf_counter() - started) * 1e6
+        results.append(
+            {
+                "frames": frame_texts,
+                "voted": voted.text if voted else None,
+                "top5": [c.text for c in voted.candidates] if voted else [],
+                "read_ms": read_ms,
+                "vote_us": vote_us,
+            }
+        )
+    return {"results": results}
 
-    n = args.vehicles
+
+def baseline_tree(rev: str, into: Path) -> Path:
+    archive = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(REPO),
+            "archive",
+            "--format=tar",
+            rev,
+            "agent",
+            "models",
+            "firmware_bridge",
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vehicles", type=int, default=40, help="per family")
+    parser.add_argument("--frames", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=EVAL_SEED)
+    parser.add_argument("--systems", nargs="+", default=["agent", "baseline"])
+    parser.add_argument("--baseline-rev", default=BASELINE_REV)
+    parser.add_argument("--show-misses", action="store_true")
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.threads)))
+        return 0
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
     print(
-        f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, {platform.platform()}"
+        f"{args.vehicles} vehicles per family x {args.frames} frames (1280x720), eval seed {args.seed}, "
+        f"threads {args.threads}"
     )
+    with tempfile.TemporaryDirectory(prefix="bench-lane-") as scratch:
+        root = Path(scratch)
+        (root / "frames").mkdir()
+        started = time.perf_counter()
+        truth = render(root / "frames", args.seed, args.vehicles, args.frames)
+        print(
+            f"rendered {len(truth) * args.frames} frames in {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
+        truth_file = root / "truth.json"
+        truth_file.write_text(json.dumps(truth))
+        outcomes = {}
+        for system in args.systems:
+            env = dict(os.environ)
+            if system == "baseline":
+                tree = root / "baseline"
+                tree.mkdir()
+                env["BENCH_AGENT_ROOT"] = str(baseline_tree(args.baseline_rev, tree))
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--threads",
+                    str(args.threads),
+                    "--worker",
+                    str(truth_file),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=env,
+            )
+            outcomes[system] = json.loads(out.stdout.strip().splitlines()[-1])["results"]
     print(
-        f"{n} vehicles x {args.frames} degraded frames, seed {args.seed}, "
-        f"threads {args.threads}, scale {args.scale[0]}-{args.scale[1]}"
+        f"{'family':<6} {'system':<9} {'n':>4} {'frame top1':>10} {'voted top1':>10} {'voted top5':>10} {'read ms':>8} {'vote us':>8}  misses by jurisdiction"
     )
-    print(
-        f"per-frame top-1 exact        {frames_right / frames_total:6.1%}  ({frames_total} frames)"
-    )
-    print(f"first frame, per vehicle      {first_right / n:6.1%}")
-    print(f"most confident frame (base)   {confident_right / n:6.1%}")
-    print(f"voted top-1                   {voted_right / n:6.1%}")
-    print(f"voted top-5                   {top5_right / n:6.1%}")
-    read_sorted = sorted(read_ms)
-    vote_sorted = sorted(vote_us)
-    print(
-        f"read one frame: median {statistics.median(read_ms):.1f} ms, "
-        f"p95 {read_sorted[int(0.95 * (len(read_sorted) - 1))]:.1f} ms"
-    )
-    print(
-        f"vote one crossing ({args.frames} readings): median {statistics.median(vote_us):.0f} us, "
-        f"p95 {vote_sorted[int(0.95 * (len(vote_sorted) - 1))]:.0f} us"
-    )
+    for family in FAMILIES:
+        for system, results in outcomes.items():
+            pairs = [(t, r) for t, r in zip(truth, results, strict=True) if t["family"] == family]
+            n = len(pairs)
+            frames = [(t["plate"], text) for t, r in pairs for text in r["frames"]]
+            frame_top1 = sum(want == got for want, got in frames) / len(frames)
+            voted = sum(t["plate"] == r["voted"] for t, r in pairs) / n
+            top5 = sum(t["plate"] in r["top5"] for t, r in pairs) / n
+            read_ms = statistics.median(ms for _, r in pairs for ms in r["read_ms"])
+            vote_us = statistics.median(r["vote_us"] for _, r in pairs)
+            misses = Counter(t["code"] for t, r in pairs if t["plate"] != r["voted"])
+            listed = ", ".join(f"{code} {count}" for code, count in sorted(misses.items()))
+            print(
+                f"{family:<6} {system:<9} {n:>4} {frame_top1:>10.1%} {voted:>10.1%} {top5:>10.1%} {read_ms:>8.1f} {vote_us:>8.0f}  {listed}",
+                flush=True,
+            )
+            if args.show_misses:
+                for t, r in pairs:
+                    if t["plate"] != r["voted"]:
+                        print(
+                            f"    {t['code']} want {t['plate']} voted {r['voted']} frames {r['frames']}"
+                        )
     return 0
 
 

@@ -1,9 +1,16 @@
-"""Plate benchmark: the agent's plate pipeline against off-the-shelf rapidocr, in one run.
+"""Plate benchmark: the agent's plate pipeline, today's recognizer and rapidocr, in one run.
 
 Reads the ground-truthed photos in ``../shared/datasets/plates/{us,eu}`` (never copied into the
-repository) and prints, per set and per system: top-1 exact, top-5, detection rate, median and
-p95 milliseconds per image, and peak RSS. Each system runs in its own subprocess so that its
-peak RSS is its own. Timing covers ``read()`` on an already decoded image, models loaded.
+repository) and prints, per set, per half of the fixed dev split (``training/plate_eval_split.toml``:
+``tune`` photos may choose rules, thresholds and checkpoints, ``report`` photos only report) and
+per system: top-1 exact, top-5, detection rate, median and p95 milliseconds per image, peak RSS,
+and the misses grouped by the format family the labelled plate fits (``agent.lane.plate_formats``;
+``none`` when it fits no known format). Each system runs in its own subprocess so that its peak
+RSS is its own. Timing covers ``read()`` on an already decoded image, models loaded.
+
+Systems: ``agent`` (this tree), ``baseline`` (the recognizer at git revision ``--baseline-rev``,
+code and models extracted with ``git archive``: "today's recognizer" before the trained
+models) and ``rapidocr`` (off the shelf, the tallest line of 4-8 plate characters).
 
 Detection counts an image as found when the centre of some returned plate box lies inside the
 labelled plate box (labels box the whole plate; the agent's box is grown from the character
@@ -11,14 +18,14 @@ line, so IoU is also printed for the top-1 box: the share with IoU >= 0.5).
 
 Run from the repository root::
 
-    .venv/bin/python bench/bench_plates.py            # both systems, both sets
-    .venv/bin/python bench/bench_plates.py --systems agent --sets us --stages
+    .venv/bin/python bench/bench_plates.py            # all three systems, both sets, both halves
+    .venv/bin/python bench/bench_plates.py --systems agent --sets us --halves tune --stages
 
 The rapidocr baseline needs the ``rapidocr`` package (in the ``dev`` dependency group).
-For tuning, environment variables override the agent's settings: ``BENCH_MODELS_DIR``,
-``BENCH_DET_SIDE`` (full-pass long side), ``BENCH_COARSE_SIDE``, ``BENCH_ACCEPT``,
-``BENCH_MAX_LINES``, ``BENCH_SECOND_LOOKS`` (comma-separated, empty for none) and
-``BENCH_SECOND_LOOK_LINES``.
+For tuning (on the tune half only), environment variables override the agent's settings:
+``BENCH_MODELS_DIR``, ``BENCH_DET_SIDE`` (full-pass long side), ``BENCH_COARSE_SIDE``,
+``BENCH_ACCEPT``, ``BENCH_MAX_LINES``, ``BENCH_SECOND_LOOKS`` (comma-separated, empty for none)
+and ``BENCH_SECOND_LOOK_LINES``.
 """
 
 from __future__ import annotations
@@ -33,7 +40,10 @@ import statistics
 import string
 import subprocess
 import sys
+import tempfile
 import time
+import tomllib
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +51,9 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASETS = REPO.parent / "shared" / "datasets" / "plates"
+SPLIT_FILE = REPO / "training" / "plate_eval_split.toml"
+BASELINE_REV = "9463f7a"
+"""The last commit before the trained reader and the formats table (issue 15)."""
 PLATE_CHARS = set(string.digits + string.ascii_uppercase)
 STAGES: dict[str, list[float]] = {"passes": [], "reads": [], "lines": []}
 """What the agent's pipeline did for the image being read (filled by agent_system)."""
@@ -79,7 +92,8 @@ def peak_rss_mb() -> float:
 
 
 def agent_system(threads: int) -> Any:
-    sys.path.insert(0, str(REPO))
+    # BENCH_AGENT_ROOT: a tree extracted from another revision (the baseline system).
+    sys.path.insert(0, os.environ.get("BENCH_AGENT_ROOT", str(REPO)))
     from agent.vision.reader import PlateRecognizer
 
     models_dir = os.environ.get("BENCH_MODELS_DIR")
@@ -166,47 +180,75 @@ def _distinct(texts: list[str]) -> list[str]:
     return list(seen)
 
 
+def load_split(path: Path = SPLIT_FILE) -> dict[str, dict[str, str]]:
+    """Set name -> photo file -> half ('tune' or 'report')."""
+    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    return {
+        set_name: {name: half for half in ("tune", "report") for name in halves[half]}
+        for set_name, halves in raw.items()
+    }
+
+
+def label_family(plate: str) -> str:
+    """The format family a labelled plate fits ('none' when it fits no known format)."""
+    sys.path.insert(0, str(REPO))
+    from agent.lane.plate_formats import JURISDICTIONS
+    from agent.lane.plates import plate_formats
+
+    families = {entry.code: entry.family for entry in JURISDICTIONS}
+    found = sorted({families[code] for code in plate_formats(plate)})
+    return "/".join(found) if found else "none"
+
+
 def worker(system: str, set_dir: Path, threads: int) -> dict[str, Any]:
+    """Read every photo of ``set_dir``; one record per photo (the parent splits the halves)."""
     import cv2
 
     cv2.setNumThreads(1)
-    run = {"agent": agent_system, "rapidocr": rapidocr_system}[system](threads)
-    labels = load_labels(set_dir)
-    times: list[float] = []
-    stages: list[dict[str, Any]] = []
-    top1 = top5 = detected = iou_ok = 0
-    misses: list[str] = []
-    for label in labels:
+    run = {"agent": agent_system, "baseline": agent_system, "rapidocr": rapidocr_system}[system](
+        threads
+    )
+    records: list[dict[str, Any]] = []
+    for label in load_labels(set_dir):
         image = cv2.imread(str(set_dir / label["file"]), cv2.IMREAD_COLOR)
         if image is None:
             raise SystemExit(f"cannot read {set_dir / label['file']}")
         start = time.perf_counter()
         reads, top_five = run(image)
-        times.append((time.perf_counter() - start) * 1000)
-        if STAGES["passes"]:
-            stages.append({key: list(values) for key, values in STAGES.items()} | {"ms": times[-1]})
+        ms = (time.perf_counter() - start) * 1000
         best = reads[0][0] if reads else None
-        top1 += best == label["plate"]
-        top5 += label["plate"] in top_five
-        detected += any(centre_inside(box, label["box"]) for _, box in reads)
-        iou_ok += bool(reads) and iou(reads[0][1], label["box"]) >= 0.5
-        if best != label["plate"]:
-            misses.append(f"{label['file']}: want {label['plate']} got {best} top5 {top_five}")
-    n = len(labels)
-    times.sort()
+        records.append(
+            {
+                "file": label["file"],
+                "want": label["plate"],
+                "got": best,
+                "top5": top_five,
+                "ms": ms,
+                "detected": any(centre_inside(box, label["box"]) for _, box in reads),
+                "iou50": bool(reads) and iou(reads[0][1], label["box"]) >= 0.5,
+                "stages": {key: list(values) for key, values in STAGES.items()} | {"ms": ms}
+                if STAGES["passes"]
+                else None,
+            }
+        )
+    return {"system": system, "set": set_dir.name, "records": records, "peak_rss_mb": peak_rss_mb()}
+
+
+def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+    n = len(records)
+    times = sorted(r["ms"] for r in records)
+    misses = [r for r in records if r["got"] != r["want"]]
     return {
-        "system": system,
-        "set": set_dir.name,
         "images": n,
-        "top1": top1 / n,
-        "top5": top5 / n,
-        "detected": detected / n,
-        "top1_box_iou50": iou_ok / n,
+        "top1": sum(r["got"] == r["want"] for r in records) / n,
+        "top5": sum(r["want"] in r["top5"] for r in records) / n,
+        "detected": sum(r["detected"] for r in records) / n,
+        "top1_box_iou50": sum(r["iou50"] for r in records) / n,
         "median_ms": statistics.median(times),
         "p95_ms": times[min(n - 1, round(0.95 * (n - 1)))],
-        "peak_rss_mb": peak_rss_mb(),
         "misses": misses,
-        "stages": summarise_stages(stages),
+        "misses_by_family": Counter(label_family(r["want"]) for r in misses),
+        "stages": summarise_stages([r["stages"] for r in records if r["stages"]]),
     }
 
 
@@ -231,16 +273,43 @@ def summarise_stages(stages: list[dict[str, Any]]) -> dict[str, float] | None:
     return summary
 
 
+def baseline_tree(rev: str, into: Path) -> Path:
+    """``agent/`` and ``models/`` as they were at ``rev``, extracted under ``into``."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", rev, "agent", "models"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def run_worker(system: str, set_dir: Path, threads: int, env: dict[str, str]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--threads", str(threads), "--worker", system, str(set_dir)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS)
     parser.add_argument("--sets", nargs="+", default=["us", "eu"])
-    parser.add_argument("--systems", nargs="+", default=["agent", "rapidocr"])
+    parser.add_argument(
+        "--halves", nargs="+", default=["tune", "report"], choices=["tune", "report", "all"]
+    )
+    parser.add_argument("--systems", nargs="+", default=["agent", "baseline", "rapidocr"])
+    parser.add_argument("--baseline-rev", default=BASELINE_REV)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--show-misses", action="store_true")
     parser.add_argument(
         "--stages", action="store_true", help="print the agent's stage timings (medians)"
     )
+    parser.add_argument("--json", type=Path, help="also write every record here")
     parser.add_argument("--worker", nargs=2, metavar=("SYSTEM", "SET_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -248,52 +317,71 @@ def main() -> None:
         return
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
     print(f"python {platform.python_version()}, threads per session: {args.threads}")
-    header = f"{'set':<4} {'system':<9} {'n':>4} {'top1':>7} {'top5':>7} {'det':>7} {'iou50':>7} {'med ms':>8} {'p95 ms':>8} {'RSS MB':>7}"
+    split = load_split()
+    header = f"{'set':<4} {'half':<7} {'system':<9} {'n':>4} {'top1':>7} {'top5':>7} {'det':>7} {'iou50':>7} {'med ms':>8} {'p95 ms':>8} {'RSS MB':>7}  misses by family"
     print(header)
-    results: list[dict[str, Any]] = []
-    for set_name in args.sets:
-        for system in args.systems:
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--threads",
-                    str(args.threads),
-                    "--worker",
+    results: dict[tuple[str, str, str], dict[str, Any]] = {}
+    dump: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as scratch:
+        env = dict(os.environ)
+        baseline_env = dict(env)
+        if "baseline" in args.systems:
+            baseline_env["BENCH_AGENT_ROOT"] = str(baseline_tree(args.baseline_rev, Path(scratch)))
+            baseline_env.pop("BENCH_MODELS_DIR", None)
+        for set_name in args.sets:
+            for system in args.systems:
+                outcome = run_worker(
                     system,
-                    str(args.datasets / set_name),
-                ],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            result = json.loads(out.stdout.strip().splitlines()[-1])
-            results.append(result)
-            print(
-                f"{set_name:<4} {system:<9} {result['images']:>4} {result['top1']:>7.1%} "
-                f"{result['top5']:>7.1%} {result['detected']:>7.1%} {result['top1_box_iou50']:>7.1%} "
-                f"{result['median_ms']:>8.1f} {result['p95_ms']:>8.1f} {result['peak_rss_mb']:>7.0f}",
-                flush=True,
-            )
-            if args.stages and result.get("stages"):
-                print(
-                    "    stages (medians):",
-                    ", ".join(
-                        f"{key} {value:.2f}" if key == "full_pass_share" else f"{key} {value:.1f}"
-                        for key, value in result["stages"].items()
-                    ),
+                    args.datasets / set_name,
+                    args.threads,
+                    baseline_env if system == "baseline" else env,
                 )
-            if args.show_misses:
-                for miss in result["misses"]:
-                    print("   ", miss)
-    by_key = {(r["set"], r["system"]): r for r in results}
+                dump.append(outcome)
+                for half in args.halves:
+                    records = [
+                        r
+                        for r in outcome["records"]
+                        if half == "all" or split[set_name].get(r["file"]) == half
+                    ]
+                    result = summarise(records)
+                    results[(set_name, half, system)] = result
+                    families = ", ".join(
+                        f"{family} {count}"
+                        for family, count in sorted(result["misses_by_family"].items())
+                    )
+                    print(
+                        f"{set_name:<4} {half:<7} {system:<9} {result['images']:>4} {result['top1']:>7.1%} "
+                        f"{result['top5']:>7.1%} {result['detected']:>7.1%} {result['top1_box_iou50']:>7.1%} "
+                        f"{result['median_ms']:>8.1f} {result['p95_ms']:>8.1f} {outcome['peak_rss_mb']:>7.0f}  {families}",
+                        flush=True,
+                    )
+                    if args.stages and result.get("stages"):
+                        print(
+                            "    stages (medians):",
+                            ", ".join(
+                                f"{key} {value:.2f}"
+                                if key == "full_pass_share"
+                                else f"{key} {value:.1f}"
+                                for key, value in result["stages"].items()
+                            ),
+                        )
+                    if args.show_misses:
+                        for miss in result["misses"]:
+                            print(
+                                f"    {miss['file']}: want {miss['want']} got {miss['got']} top5 {miss['top5']}"
+                            )
     for set_name in args.sets:
-        ours, base = by_key.get((set_name, "agent")), by_key.get((set_name, "rapidocr"))
-        if ours and base:
-            print(
-                f"{set_name}: agent/rapidocr top-1 {ours['top1'] / max(base['top1'], 1e-9):.2f}x, "
-                f"median time {ours['median_ms'] / base['median_ms']:.2f}x"
-            )
+        for half in args.halves:
+            ours = results.get((set_name, half, "agent"))
+            for other in ("baseline", "rapidocr"):
+                base = results.get((set_name, half, other))
+                if ours and base:
+                    print(
+                        f"{set_name} {half}: agent/{other} top-1 {ours['top1'] / max(base['top1'], 1e-9):.2f}x, "
+                        f"median time {ours['median_ms'] / base['median_ms']:.2f}x"
+                    )
+    if args.json:
+        args.json.write_text(json.dumps(dump, indent=1))
 
 
 if __name__ == "__main__":
