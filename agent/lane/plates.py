@@ -29,6 +29,7 @@ match can hide a different vehicle: ``8ABC123`` and ``BABC123`` are different pl
 from __future__ import annotations
 
 import enum
+import functools
 import itertools
 import math
 import re
@@ -97,8 +98,12 @@ def plate_formats(text: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+@functools.lru_cache(maxsize=4096)
 def fits_known_format(text: str) -> bool:
-    """``text`` fits a format specific enough to count as evidence that it is read right."""
+    """``text`` fits a format specific enough to count as evidence that it is read right.
+
+    Cached: one vote asks about the same few dozen strings many times, and each answer tries
+    about a hundred patterns."""
     return any(pattern.fullmatch(text) for _, pattern in _EVIDENCE_FORMATS)
 
 
