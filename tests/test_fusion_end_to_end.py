@@ -1,0 +1,145 @@
+"""Generated lane situations end to end, driven the way an outside suite drives the lane: only
+``lane-agent scenarios generate``, ``cache import``, ``simulate --truth`` and ``run``, a real
+Mosquitto and a subscriber. Every vehicle must be one right crossing, schema-valid, and no
+crossing may earn an EXPEDITE with a card not in its vehicle."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from agent.dev.scoring import from_event, score
+from firmware_bridge.scenario import load_scenario
+from firmware_bridge.scenario_plan import scenario_truth
+from tests.support.broker import MosquittoBroker, Subscriber
+
+pytestmark = pytest.mark.broker
+
+ROOT = Path(__file__).resolve().parent.parent
+LANE = [sys.executable, "-m", "agent.cli"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "ORT_DISABLE_TELEMETRY": "1"}
+SPEED = 20.0
+
+
+def lane_config(directory: Path, device: str, port: int) -> Path:
+    path = directory / "lane.toml"
+    path.write_text(
+        f"""
+[lane]
+port_id = "FUSION"
+lane_id = "L01"
+allowed_programs = ["SENTRI"]
+
+[controller]
+device = "{device}"
+ping_interval_s = 0.5
+silence_timeout_s = 3.0
+
+[cache]
+path = "credentials.db"
+
+[outbox]
+path = "outbox.db"
+
+[mqtt]
+port = {port}
+reconnect_min_s = 0.2
+reconnect_max_s = 2.0
+
+[logging]
+level = "WARNING"
+format = "text"
+"""
+    )
+    return path
+
+
+def cli(*args: str, cwd: Path) -> str:
+    done = subprocess.run(
+        [*LANE, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("situation", ["rush_hour", "loop_faults"])
+def test_a_generated_situation_gives_one_right_crossing_per_vehicle(
+    situation: str, tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    suite = tmp_path / "suite"
+    assert "credentials" in cli(
+        "scenarios", "generate", str(suite), "--vehicles", "8", "--seed", "4",
+        "--situation", situation, cwd=tmp_path,
+    )  # fmt: skip
+    scenario_path = suite / f"{situation}.toml"
+    truth_path = tmp_path / "truth.json"
+    simulator = subprocess.Popen(
+        [
+            *LANE,
+            "simulate",
+            "--scenario",
+            str(scenario_path),
+            "--speed",
+            str(SPEED),
+            "--truth",
+            str(truth_path),
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    agent: subprocess.Popen[str] | None = None
+    try:
+        assert simulator.stdout is not None
+        device = simulator.stdout.readline().strip()
+        config = lane_config(tmp_path, device, mosquitto.port)
+        cli(
+            "cache",
+            "import",
+            "--config",
+            str(config),
+            str(suite / "credentials.ndjson"),
+            cwd=tmp_path,
+        )
+        with Subscriber(mosquitto.host, mosquitto.port, "lane-agent/v1/+/+/crossing") as crossings:
+            agent = subprocess.Popen(
+                [*LANE, "run", "--config", str(config)],
+                cwd=tmp_path,
+                env=ENV,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            assert simulator.wait(120) == 0, simulator.stderr.read() if simulator.stderr else ""
+            time.sleep(2.0)  # the last departure confirmed and published
+            agent.send_signal(signal.SIGTERM)
+            assert agent.wait(30) == 0
+            events = [json.loads(m.payload) for m in crossings.barrier()]
+    finally:
+        for process in (simulator, agent):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+
+    schema = json.loads((ROOT / "agent/wire/schemas/crossing-event.v2.schema.json").read_text())
+    for event in events:
+        jsonschema.validate(event, schema)
+    truth = json.loads(truth_path.read_text())
+    assert truth["speed"] == SPEED
+    result = score(
+        scenario_truth(load_scenario(scenario_path)),
+        [from_event(event, truth["wall_time_origin"], truth["speed"]) for event in events],
+    )
+    assert result.wrong_expedite == 0, result.failures
+    assert result.failures == []
+    assert result.correct == result.vehicles == len(truth["vehicles"])
