@@ -802,6 +802,38 @@ class VisionConfig(_Section):
         )
 
 
+class LiveConfig(_Section):
+    """Live crossing events: the vehicle at the booth as it forms (docs/live.md)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Publish the crossing as it forms on the live topic and retain the vehicle "
+        "at the booth on the current topic. The final crossing is published either way.",
+    )
+    message_expiry_s: int = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description="The broker discards a live event not delivered within this many seconds "
+        "(MQTT v5 message expiry), so a screen that reconnects is not shown stale vehicles.",
+    )
+    current_expiry_s: int = Field(
+        default=900,
+        ge=10,
+        le=86400,
+        description="The retained vehicle at the booth expires at the broker after this many "
+        "seconds without a change: it clears itself if the agent dies with a vehicle shown. "
+        "Keep it above the lane's longest stay (lane.correlation.max_open_s).",
+    )
+    max_in_flight: int = Field(
+        default=4,
+        ge=1,
+        le=20,
+        description="Live events awaiting the broker's PUBACK at once: at most this many slots "
+        "of the send window, so live events never hold back the durable crossings.",
+    )
+
+
 class AgentConfig(_Section):
     """The whole lane config file."""
 
@@ -816,6 +848,9 @@ class AgentConfig(_Section):
     service: ServiceConfig = Field(default_factory=ServiceConfig, description="Engine loop.")
     camera: CameraConfig = Field(default_factory=CameraConfig, description="Lane camera.")
     vision: VisionConfig = Field(default_factory=VisionConfig, description="Plate reading.")
+    live: LiveConfig = Field(
+        default_factory=LiveConfig, description="Live crossing events for the booth."
+    )
 
     @model_validator(mode="after")
     def _updates_subscriber_has_its_own_certificate(self) -> Self:
@@ -828,6 +863,17 @@ class AgentConfig(_Section):
                 "mqtt.updates_cert_file and mqtt.updates_key_file are required with tls = true and "
                 "cache.trust_file set: the cache-updates subscriber is a second connection and "
                 f"needs its own certificate (CN '{self.lane.port_id}/{self.lane.lane_id}/cache')"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _current_vehicle_outlives_the_longest_stay(self) -> Self:
+        longest = self.lane.correlation.max_open_s
+        if self.live.enabled and self.live.current_expiry_s <= longest:
+            raise ValueError(
+                f"live.current_expiry_s ({self.live.current_expiry_s}) must be longer than "
+                f"lane.correlation.max_open_s ({longest:g}): the vehicle at the booth would "
+                "vanish from the retained current topic while it is still there"
             )
         return self
 

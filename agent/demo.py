@@ -45,7 +45,8 @@ from agent.devbroker import (
 )
 from agent.lane.credentials import CredentialStatus, DocumentType, Program
 from agent.service import LaneService
-from agent.uplink import Outbox, all_crossings_filter
+from agent.uplink import Outbox
+from agent.wire.topics import all_crossings_filter, all_live_filter
 from firmware_bridge.scenario import Scenario, generate_scenario
 from firmware_bridge.scenario_plan import plan_scenario
 from firmware_bridge.simulator import ControllerSimulator
@@ -213,7 +214,7 @@ def _run(
         scenario,
         lambda: vehicle_at_booth(simulator.sent_events(), config.lane.correlation.presence_loop_id),
     )
-    received: queue.Queue[dict[str, Any]] = queue.Queue()
+    received: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
     subscriber = _subscribe(broker, config, received) if broker else None
     service = LaneService(config, camera_source=camera)
     stop = threading.Event()
@@ -240,22 +241,26 @@ def _run(
 
 
 def _subscribe(
-    broker: PrivateMosquitto, config: AgentConfig, received: queue.Queue[dict[str, Any]]
+    broker: PrivateMosquitto,
+    config: AgentConfig,
+    received: queue.Queue[tuple[str, dict[str, Any]]],
 ) -> mqtt.Client:
-    """Central ops' view: a subscriber to every lane's crossings."""
+    """Central ops' view: a subscriber to every lane's crossings and live crossings."""
     subscribed = threading.Event()
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id="demo-central-ops", protocol=mqtt.MQTTv5
     )
 
     def on_connect(c: mqtt.Client, _u: object, _f: object, _rc: object, _p: object) -> None:
-        c.subscribe(all_crossings_filter(config.mqtt.topic_prefix), qos=1)
+        prefix = config.mqtt.topic_prefix
+        c.subscribe([(all_crossings_filter(prefix), 1), (all_live_filter(prefix), 1)])
 
     def on_subscribe(*_args: object) -> None:
         subscribed.set()
 
     def on_message(_c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
-        received.put_nowait(json.loads(message.payload))
+        kind = message.topic.rsplit("/", 1)[-1]
+        received.put_nowait((kind, json.loads(message.payload)))
 
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
@@ -268,20 +273,37 @@ def _subscribe(
 
 
 def _show_received(
-    received: queue.Queue[dict[str, Any]], expected: int, deadline: float, out: TextIO
+    received: queue.Queue[tuple[str, dict[str, Any]]], expected: int, deadline: float, out: TextIO
 ) -> int:
+    """Print live events as the booth sees them and each crossing as central receives it."""
     seen: set[str] = set()
+    finals: set[str] = set()  # crossing ids of the final crossings received
+    shown_live: set[str] = set()  # crossings the booth was shown before their final crossing
+    live_revisions: set[tuple[str, int]] = set()
     while len(seen) < expected:
         try:
-            event = received.get(timeout=max(0.1, deadline - time.monotonic()))
+            kind, event = received.get(timeout=max(0.1, deadline - time.monotonic()))
         except queue.Empty:
             print(f"timed out: {len(seen)} of {expected} crossings received", file=out)
             return 1
+        if kind == "live":
+            key = (event["crossing_id"], event["revision"])
+            if key not in live_revisions and event["phase"] != "closed":
+                live_revisions.add(key)
+                if event["crossing_id"] not in finals:
+                    shown_live.add(event["crossing_id"])
+                print(format_live(event), file=out, flush=True)
+            continue
         if event["event_id"] in seen:
             continue  # central de-duplicates on event_id; so does the demo
         seen.add(event["event_id"])
+        finals.add(event["crossing_id"])
         print(format_crossing(event), file=out, flush=True)
     print(f"{expected} crossings received by central operations.", file=out)
+    print(
+        f"{len(finals & shown_live)} of them shown at the booth while the vehicle was there.",
+        file=out,
+    )
     return 0
 
 
@@ -303,6 +325,21 @@ def _show_outbox(
         file=out,
     )
     return 0
+
+
+def format_live(event: dict[str, Any]) -> str:
+    """One line per live update: what the booth is shown while the vehicle is there."""
+    at = event["as_of"][11:19]
+    cards = (
+        ", ".join(f"…{card['ref'][-4:]} {card['association']}" for card in event["cards"])
+        or "no card yet"
+    )
+    plate = event.get("plate")
+    text = f"plate {plate['text'] or '-'}  " if plate is not None else ""
+    return (
+        f"     {at}  at booth  {event['recommendation']:<8}  {text}{cards}  "
+        f"({', '.join(event['changes'])})"
+    )
 
 
 def format_crossing(event: dict[str, Any]) -> str:

@@ -70,6 +70,7 @@ from agent.lane.events import (
     VisionChanged,
 )
 from agent.lane.policy import Decision
+from agent.live_publisher import LiveCrossingPublisher
 from agent.sdnotify import SystemdNotifier
 from agent.uplink.delivery import Delivery
 from agent.uplink.journal import (
@@ -81,6 +82,7 @@ from agent.uplink.journal import (
 )
 from agent.uplink.publisher import UplinkState
 from agent.wire.crossing_event import LaneIdentity, build_crossing_event, encode, uuid7
+from agent.wire.live_event import crossing_id
 from agent.wire.topics import Topics
 from firmware_bridge import codec
 from firmware_bridge.link import (
@@ -102,15 +104,24 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TICK_LAG_S = 0.05
-"""Ticks run this far behind the controller's clock, so that an event still on the wire or
-being journalled is not overtaken by a tick (it would be applied out of order)."""
+TICK_LAG_S = 0.02
+"""Ticks run this far behind the controller's clock, so that an event still on the wire is not
+overtaken by a tick (it would be applied out of order); one being journalled holds ticks back
+itself (``_inputs_in_transit``). Each departure waits this long on top of its confirmation
+before its crossing closes: part of the booth's departure → final crossing latency."""
 STATUS_REFRESH_S = 1.0
 """How often the engine thread refreshes the lane's own faults (loop, controller clock)."""
 EXIT_UPLINK_FAILED = 70
 """Exit status (EX_SOFTWARE) when the uplink's publisher thread failed: systemd restarts us."""
 EXIT_LINK_FAILED = 70
 """Exit status (EX_SOFTWARE) when the controller link's thread ended: systemd restarts us."""
+LIVE_MIN_GAP_S = 0.005
+LIVE_SHARE = 0.1
+"""The open crossing is re-judged for the booth's live view after inputs or ticks, at least
+``LIVE_MIN_GAP_S`` apart and spaced so that judging takes at most this share of the engine
+thread's time: a judgement costs about a millisecond per thousand reads of the stay, and a
+reader can deliver a thousand reads a second. A small crossing is shown within milliseconds of
+the frame that changed it; under a flood of reads the booth's view lags rather than the lane."""
 IDLE_CHECKPOINT_S = 10.0
 """While no crossing closes, the engine state is checkpointed this often (if inputs arrived), so
 the journal stays short during a long stay at the booth or a burst of dropped reads."""
@@ -183,8 +194,13 @@ class LaneService:
         """Lane time: the controller's clock (link thread writes, engine thread reads; both
         under ``_clock_lock``)."""
         self._clock_lock = threading.Lock()
+        self.live: LiveCrossingPublisher | None = None
+        """Live crossing events for the booth (None until ``run``, or with ``live.enabled`` off)."""
         self._restored_open = False
         """A crossing open at the last stop was restored and no heartbeat has been heard since."""
+        self._inputs_in_transit = 0
+        """Link thread writes: inputs being journalled, not yet in the inbox. While any is, the
+        engine applies no tick (the tick could overtake it); its arrival wakes the engine."""
         self._journal_recovering = False
         """Engine thread: an input was journalled again while the journal fault is raised."""
         self._exit_status = 0
@@ -245,6 +261,14 @@ class LaneService:
 
         # The engine as the journal left it: the last checkpoint, inputs after it still to replay.
         lane = JournalledEngine(journal, make_engine)
+        live = (
+            None
+            if delivery.live is None
+            else LiveCrossingPublisher(
+                delivery.live, self.identity, cache_channel.cache_info, clock=self.clock
+            )
+        )
+        self.live = live
         try:
             self.controller_clock = ControllerClock.restore(
                 lane.recovery.clock, config.controller.clock_settings()
@@ -287,6 +311,8 @@ class LaneService:
                     closed.number,
                 )
                 return
+            if live is not None:  # the booth hears "closed" before the final crossing
+                live.closed(closed.number, decision, to_wall)
             committed_at = self.clock()
             event_id = uuid7()
             row = delivery.commit(
@@ -295,6 +321,12 @@ class LaneService:
                         decision,
                         seq=seq,
                         event_id=event_id,
+                        crossing_id=crossing_id(
+                            self.identity.port_id,
+                            self.identity.lane_id,
+                            closed.number,
+                            decision.crossing.opened_at,
+                        ),
                         lane=self.identity,
                         cache=cache_channel.cache_info(),
                         committed_at=committed_at,
@@ -330,6 +362,10 @@ class LaneService:
                 commit(closed)
             self.counters.replayed_inputs = len(lane.recovery.entries)
             self._restored_open = lane.engine.correlator.has_open_crossing
+            if live is not None:
+                if self._restored_open:
+                    live.resume(lane.engine.closed_count + 1)
+                self._refresh_live(lane)
             link.start()
             if plates is not None:
                 plates.start()
@@ -351,6 +387,7 @@ class LaneService:
             else:
                 for closed in lane.shutdown(self.clock()):
                     commit(closed)
+                self._refresh_live(lane)
             self._store_clock(lane)
             delivery.close(config.service.shutdown_flush_s)
             cache_channel.stop()
@@ -396,14 +433,28 @@ class LaneService:
         next_watchdog = time.monotonic()
         next_checkpoint = time.monotonic() + IDLE_CHECKPOINT_S
         next_status = time.monotonic()
+        next_live = time.monotonic()
+        live_due = False
         link = self._link
         while not stop.is_set() and not self._exit_status:
+            wait = self._wait_s(lane, tick)
+            if live_due:
+                wait = min(wait, max(0.0, next_live - time.monotonic()))
             try:
-                item: object = self.inbox.get(timeout=self._wait_s(lane, tick))
+                item: object = self.inbox.get(timeout=wait)
             except queue.Empty:
                 item = None
+            closed_any = False
             for closed in self._apply(lane, item):
                 commit(closed)
+                closed_any = True
+            live_due = True
+            if closed_any or time.monotonic() >= next_live:
+                started = time.monotonic()
+                self._refresh_live(lane)
+                cost = time.monotonic() - started
+                next_live = started + max(LIVE_MIN_GAP_S, cost / LIVE_SHARE)
+                live_due = False
             self._settle_journal(lane)
             self.delivery.tick()
             if link is not None and not link.is_running and not self._exit_status:
@@ -478,6 +529,15 @@ class LaneService:
         if isinstance(event, codec.Fault):
             self.inbox.put_nowait(event)  # a controller fault: logged, not a lane input
             return
+        self._inputs_in_transit += 1
+        try:
+            self._journal_controller_event(journal, event, origin)
+        finally:
+            self._inputs_in_transit -= 1
+
+    def _journal_controller_event(
+        self, journal: InputJournal, event: codec.TagRead | codec.Loop, origin: EventOrigin | None
+    ) -> None:
         received_at = self.clock()
         with self._clock_lock:
             clock = self.controller_clock
@@ -540,7 +600,9 @@ class LaneService:
         lane_input = self._lane_input(item, now)
         if lane_input is not None:
             return lane.handle(lane_input)
-        return lane.handle(Tick(now)) if now is not None else []
+        if now is None or self._inputs_in_transit:
+            return []  # no lane time yet, or an input on its way to the inbox comes first
+        return lane.handle(Tick(now))
 
     def _lane_input(self, item: object, now: float | None) -> LaneInput | None:
         """Translate an adapter message into a core input (None: nothing for the core)."""
@@ -628,6 +690,15 @@ class LaneService:
                 board.raise_fault(code, wanted[code])
             else:
                 board.clear_fault(code)
+
+    def _refresh_live(self, lane: JournalledEngine) -> None:
+        """Show the booth the open crossing as of the latest input or tick applied."""
+        at = lane.engine.correlator.last_at
+        if self.live is None or at is None:
+            return
+        with self._clock_lock:
+            to_wall = self.controller_clock.to_wall
+        self.live.refresh(lane.engine, at, to_wall)
 
     def _store_clock(self, lane: JournalledEngine) -> None:
         """Keep the controller clock's state in the journal (a failure waits for the next)."""

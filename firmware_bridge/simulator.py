@@ -193,6 +193,7 @@ class ControllerSimulator:
         self._pending: deque[SimEvent] = deque()
         self._in_flight: dict[int, _InFlight] = {}
         self._sent_events: list[SimEvent] = []
+        self._sent_at: list[float] = []
         self._tag_reads = 0
         self._next_heartbeat_at = 0.0
         self._host_seen_at: float | None = None
@@ -232,6 +233,12 @@ class ControllerSimulator:
         """Every TAG_READ, LOOP and FAULT given a seq so far, in seq order, as sent."""
         with self._lock:
             return list(self._sent_events)
+
+    def sent_log(self) -> list[tuple[SimEvent, float]]:
+        """:meth:`sent_events` with the wall-clock time (``time.time()``) each was first written
+        to the pty: where a latency measurement starts."""
+        with self._lock:
+            return list(zip(self._sent_events, self._sent_at, strict=True))
 
     @property
     def played(self) -> bool:
@@ -598,6 +605,8 @@ class ControllerSimulator:
             self._in_flight[seq] = _InFlight(event, now, 1)
             self._sent_events.append(event)
             self._transmit(event, seq)
+            self._flush_output()  # written now, not at the end of the step: timed from here
+            self._sent_at.append(time.time())
 
     def _resend(self, now: float) -> None:
         for seq, in_flight in self._in_flight.items():

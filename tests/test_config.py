@@ -64,7 +64,7 @@ INVALID = [
     ),
     pytest.param(
         MINIMAL + "[mqqt]\nport = 1883\n",
-        ":4: mqqt: unknown key; did you mean 'mqtt'? allowed here: cache, camera, controller, lane, logging, mqtt, outbox, service, vision",
+        ":4: mqqt: unknown key; did you mean 'mqtt'? allowed here: cache, camera, controller, lane, live, logging, mqtt, outbox, service, vision",
         id="misspelt-section",
     ),
     pytest.param(
@@ -229,3 +229,19 @@ def test_signed_updates_over_tls_need_the_subscribers_own_certificate(tmp_path: 
     path.write_text(fixed)
     config = load_config(path)
     assert config.mqtt.updates_cert_file == tmp_path / "cache.pem"
+
+
+def test_the_retained_current_vehicle_must_outlive_the_longest_stay(tmp_path: Path) -> None:
+    """Else a vehicle that stays long without a change vanishes from the booth's late screens."""
+    path = write(tmp_path, MINIMAL + "[lane.correlation]\nmax_open_s = 1200\n[live]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    (problem,) = caught.value.problems
+    assert problem.key == "(top level)"
+    assert problem.message.startswith(
+        "live.current_expiry_s (900) must be longer than lane.correlation.max_open_s (1200)"
+    )
+    path.write_text(path.read_text() + "current_expiry_s = 1500\n")
+    assert load_config(path).live.current_expiry_s == 1500
+    path.write_text(MINIMAL + "[lane.correlation]\nmax_open_s = 1200\n[live]\nenabled = false\n")
+    assert load_config(path).live.enabled is False

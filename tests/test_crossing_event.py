@@ -36,6 +36,7 @@ from agent.wire.crossing_event import (
     iso,
     uuid7,
 )
+from agent.wire.live_event import crossing_id
 from agent.wire.schema import load_schema
 
 SCHEMA = load_schema("lane-agent/crossing-event/2")
@@ -43,6 +44,7 @@ LANE = LaneIdentity(
     port_id="SYS-0250", lane_id="L03", lane_type=LaneType.TRUSTED_TRAVELLER, agent_version="0.1.0"
 )
 AT = datetime(2026, 11, 28, 12, 0, tzinfo=UTC).timestamp()
+CROSSING_ID = crossing_id(LANE.port_id, LANE.lane_id, 1, AT - 4.5)
 POLICY = LanePolicy(LaneType.TRUSTED_TRAVELLER, frozenset({Program.SENTRI}))
 KNOWN = Credential(
     ref="E280689400005003A4B1C201",
@@ -97,6 +99,7 @@ def test_events_for_every_kind_of_decision_validate_against_the_schema(
         decision,
         seq=7,
         event_id=uuid7(),
+        crossing_id=CROSSING_ID,
         lane=LANE,
         cache=CacheInfo(data_version="sha256:ab", imported_at=datetime(2026, 11, 1, tzinfo=UTC)),
         committed_at=AT + 0.002,
@@ -113,7 +116,13 @@ def test_every_reason_and_closed_by_is_allowed_by_the_schema() -> None:
 def test_event_carries_match_results_but_not_the_chip_id() -> None:
     decision = decide(crossing([KNOWN.ref]), {KNOWN.ref: KNOWN}.get, POLICY)
     event = build_crossing_event(
-        decision, seq=1, event_id=uuid7(), lane=LANE, cache=CacheInfo(None, None), committed_at=AT
+        decision,
+        seq=1,
+        event_id=uuid7(),
+        crossing_id=CROSSING_ID,
+        lane=LANE,
+        cache=CacheInfo(None, None),
+        committed_at=AT,
     )
     (card,) = event["cards"]
     assert card == {
@@ -140,7 +149,13 @@ def test_event_carries_the_cache_version_and_age_the_decision_used() -> None:
     decision = decide(crossing([KNOWN.ref]), {KNOWN.ref: KNOWN}.get, stale, AT - 90.25)
     info = CacheInfo("bundle:7", datetime(2026, 11, 28, tzinfo=UTC), bundle_version=7)
     event = build_crossing_event(
-        decision, seq=1, event_id=uuid7(), lane=LANE, cache=info, committed_at=AT
+        decision,
+        seq=1,
+        event_id=uuid7(),
+        crossing_id=CROSSING_ID,
+        lane=LANE,
+        cache=info,
+        committed_at=AT,
     )
     jsonschema.validate(event, SCHEMA)
     assert event["cache"] == {
@@ -200,7 +215,13 @@ def test_event_explains_each_cards_association_and_lists_the_cards_set_aside() -
         POLICY,
     )
     event = build_crossing_event(
-        decision, seq=3, event_id=uuid7(), lane=LANE, cache=CacheInfo(None, None), committed_at=AT
+        decision,
+        seq=3,
+        event_id=uuid7(),
+        crossing_id=CROSSING_ID,
+        lane=LANE,
+        cache=CacheInfo(None, None),
+        committed_at=AT,
     )
     jsonschema.validate(event, SCHEMA)
     (card,) = event["cards"]
@@ -248,6 +269,7 @@ def test_event_times_are_the_agents_wall_clock_converted_from_lane_time() -> Non
         decision,
         seq=1,
         event_id=uuid7(),
+        crossing_id=CROSSING_ID,
         lane=LANE,
         cache=CacheInfo(None, None),
         committed_at=AT,

@@ -235,13 +235,26 @@ def lane_agent(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_exits_0_after_printing_one_line_per_vehicle() -> None:
+def test_demo_shows_each_vehicle_at_the_booth_then_its_crossing_and_exits_0() -> None:
     result = lane_agent("demo", "--vehicles", "3", "--seed", "11", "--speed", "10")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("lane-agent demo: lane DEMO/L01 (trusted_traveller), 3 vehicles")
-    assert [line.split()[0] for line in lines[1:4]] == ["#1", "#2", "#3"]
-    assert lines[4] == "3 crossings received by central operations."
+    assert lines[-2:] == [
+        "3 crossings received by central operations.",
+        "3 of them shown at the booth while the vehicle was there.",
+    ]
+    body = lines[1:-2]
+    crossings = [index for index, line in enumerate(body) if line.startswith("#")]
+    assert [body[index].split()[0] for index in crossings] == ["#1", "#2", "#3"]
+    assert all(
+        line.startswith(" ") and "at booth" in line
+        for index, line in enumerate(body)
+        if index not in crossings
+    )
+    starts = [0, *(index + 1 for index in crossings[:-1])]
+    for start, end in zip(starts, crossings, strict=True):
+        assert end > start, f"crossing line {body[end]!r} without the booth's view before it"
 
 
 def test_demo_without_a_broker_shows_the_crossings_waiting_in_the_outbox(

@@ -1,7 +1,8 @@
 """Generated lane situations end to end, driven the way an outside suite drives the lane: only
 ``lane-agent scenarios generate``, ``cache import``, ``simulate --truth`` and ``run``, a real
-Mosquitto and a subscriber. Every vehicle must be one right crossing, schema-valid, and no
-crossing may earn an EXPEDITE with a card not in its vehicle."""
+Mosquitto and subscribers. Every vehicle must be one right crossing, schema-valid, and no
+crossing may earn an EXPEDITE with a card not in its vehicle; and every vehicle must have been
+shown to the booth, with its cards, while it was there, under the id its final crossing carries."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
 
 from agent.dev.scoring import from_event, score
+from agent.wire.schema import load_schema
 from firmware_bridge.scenario import load_scenario
 from firmware_bridge.scenario_plan import scenario_truth
 from tests.support.broker import MosquittoBroker, Subscriber
@@ -111,7 +114,10 @@ def test_a_generated_situation_gives_one_right_crossing_per_vehicle(
             str(suite / "credentials.ndjson"),
             cwd=tmp_path,
         )
-        with Subscriber(mosquitto.host, mosquitto.port, "lane-agent/v1/+/+/crossing") as crossings:
+        with (
+            Subscriber(mosquitto.host, mosquitto.port, "lane-agent/v1/+/+/crossing") as crossings,
+            Subscriber(mosquitto.host, mosquitto.port, "lane-agent/v1/+/+/live") as live,
+        ):
             agent = subprocess.Popen(
                 [*LANE, "run", "--config", str(config)],
                 cwd=tmp_path,
@@ -125,6 +131,7 @@ def test_a_generated_situation_gives_one_right_crossing_per_vehicle(
             agent.send_signal(signal.SIGTERM)
             assert agent.wait(30) == 0
             events = [json.loads(m.payload) for m in crossings.barrier()]
+            live_events = [json.loads(m.payload) for m in live.barrier()]
     finally:
         for process in (simulator, agent):
             if process is not None and process.poll() is None:
@@ -143,3 +150,39 @@ def test_a_generated_situation_gives_one_right_crossing_per_vehicle(
     assert result.wrong_expedite == 0, result.failures
     assert result.failures == []
     assert result.correct == result.vehicles == len(truth["vehicles"])
+    assert_every_vehicle_was_shown_while_at_the_booth(events, live_events)
+
+
+def assert_every_vehicle_was_shown_while_at_the_booth(
+    events: list[dict[str, Any]], live_events: list[dict[str, Any]]
+) -> None:
+    """Each final crossing's id was opened live before the crossing closed, its cards were
+    shown before it closed, and its closed live event agrees with it."""
+    live_schema = load_schema("lane-agent/live-crossing/1")
+    by_crossing: dict[str, list[dict[str, Any]]] = {}
+    for event in live_events:
+        jsonschema.validate(event, live_schema)
+        by_crossing.setdefault(event["crossing_id"], []).append(event)
+    for final in events:
+        shown = by_crossing.get(final["crossing_id"])
+        assert shown, f"crossing seq {final['seq']} was never shown live"
+        first = shown[0]
+        assert first["phase"] == "opened", first
+        assert first["published_at"] <= final["closed_at"], "opened only after it closed"
+        provisional = [e for e in shown if e["phase"] != "closed"]
+        assert all(e["provisional"] for e in provisional)
+        cards_shown = {card["ref"] for e in provisional for card in e["cards"]}
+        assert {card["ref"] for card in final["cards"]} <= cards_shown, (
+            f"crossing seq {final['seq']}: a card of it was never shown while it was open"
+        )
+        revisions = [e["revision"] for e in shown]
+        assert revisions == sorted(set(revisions)), "live events out of order or repeated"
+        [closed] = [e for e in shown if e["phase"] == "closed"]
+        assert (closed["recommendation"], closed["reasons"], closed["closed_by"]) == (
+            final["recommendation"],
+            final["reasons"],
+            final["closed_by"],
+        )
+    assert set(by_crossing) == {final["crossing_id"] for final in events}, (
+        "a crossing shown live never had a final crossing"
+    )

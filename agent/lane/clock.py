@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,7 +135,14 @@ class ControllerClock:
         self._history: deque[_Sample] = deque()
         """One heartbeat every few seconds over ``rate_window_s``: the drift reported."""
         self._anchor: _Sample | None = None
-        """The latest heartbeat: lane time extrapolates from it."""
+        """The latest heartbeat: how long the controller has not been heard is counted from it."""
+        self._rate = 1.0
+        """Lane seconds per agent second, measured at each heartbeat (:attr:`rate`)."""
+        self._reference: _Sample | None = None
+        """The heartbeat of the last ``rate_fit_s`` that arrived soonest after it was sent: lane
+        and agent time convert through it. A heartbeat only ever arrives late (the link thread
+        was journalling a burst of reads, or waited for the CPU), never early, so the least
+        delayed one maps best; anchoring on the latest would move every deadline by its delay."""
         self._step_misses = 0
         self._last_step: _Step | None = None
         self._drift_ppm: float | None = None
@@ -287,11 +294,12 @@ class ControllerClock:
     # --- what the rest of the agent asks ------------------------------------------------------
 
     def lane_estimate(self, wall: float) -> float | None:
-        """Lane time corresponding to agent clock ``wall``, from the last heartbeat (None: none)."""
-        anchor = self._anchor
-        if anchor is None:
+        """Lane time corresponding to agent clock ``wall``, from the recent heartbeats (None:
+        none yet)."""
+        reference = self._reference
+        if reference is None:
             return None
-        return anchor.lane + (wall - anchor.received_at) * self.rate
+        return reference.lane + (wall - reference.received_at) * self.rate
 
     @property
     def anchored(self) -> bool:
@@ -317,10 +325,10 @@ class ControllerClock:
 
     def to_wall(self, lane: float) -> float:
         """The agent-clock time of lane time ``lane`` (reported times); identity before sync."""
-        anchor = self._anchor
-        if anchor is None:
+        reference = self._reference
+        if reference is None:
             return lane
-        return anchor.received_at + (lane - anchor.lane) / self.rate
+        return reference.received_at + (lane - reference.lane) / self.rate
 
     def from_wall(self, wall: float) -> float:
         """The lane time of agent-clock time ``wall`` (camera frames); identity before sync."""
@@ -331,10 +339,13 @@ class ControllerClock:
     def rate(self) -> float:
         """Lane seconds per agent second, over the last ``rate_fit_s`` of heartbeats (1.0 until
         measured): what extrapolation and conversions use, quick to follow a change."""
-        return self._rate_over(self.settings.rate_fit_s)
+        return self._rate
 
-    def _rate_over(self, window_s: float) -> float:
-        samples = self._samples if window_s <= self.settings.rate_fit_s else self._history
+    @staticmethod
+    def _rate_of(samples: Sequence[_Sample]) -> float:
+        """The clock rate the samples show, through the least delayed heartbeat of each half
+        (a late one would tilt a line through the first and the last by its delay over the
+        span: 40 ms late over 10 s is 4 ms off a second later)."""
         if len(samples) < 2:
             return 1.0
         first, last = samples[0], samples[-1]
@@ -342,7 +353,22 @@ class ControllerClock:
         if span < 1.5:
             return 1.0
         rate = (last.lane - first.lane) / span
-        return rate if rate > 0 else 1.0
+        if rate <= 0:
+            return 1.0
+        middle = first.received_at + span / 2
+        early = [s for s in samples if s.received_at <= middle]
+        late = [s for s in samples if s.received_at > middle]
+        for _ in range(2):  # the delays are judged against the rate: refine it once
+            slope = rate
+            a = min(early, key=lambda s: s.received_at - s.lane / slope)
+            b = min(late, key=lambda s: s.received_at - s.lane / slope)
+            if b.received_at - a.received_at < 1.0:
+                break
+            fitted = (b.lane - a.lane) / (b.received_at - a.received_at)
+            if fitted <= 0:
+                break
+            rate = fitted
+        return rate
 
     @property
     def drift_ppm(self) -> float | None:
@@ -368,11 +394,13 @@ class ControllerClock:
 
     def status(self, now: float) -> dict[str, Any]:
         """The ``controller_clock`` section of the status document."""
-        anchor = self._anchor
+        reference = self._reference
         return {
             "boot_id": None if self._boot is None else f"{self._boot.boot_id:#010x}",
-            "synced": anchor is not None,
-            "offset_s": None if anchor is None else round(anchor.received_at - anchor.lane, 3),
+            "synced": reference is not None,
+            "offset_s": (
+                None if reference is None else round(reference.received_at - reference.lane, 3)
+            ),
             "drift_ppm": None if self._drift_ppm is None else round(self._drift_ppm, 1),
             "boots": self.counters.boots,
             "steps": self.counters.steps,
@@ -400,7 +428,8 @@ class ControllerClock:
         self._waiting_since = None
         self._samples.clear()
         self._history.clear()
-        self._anchor = None
+        self._anchor = self._reference = None
+        self._rate = 1.0
         self._step_misses = 0
         self.counters.boots += 1
         return self._boot
@@ -443,6 +472,8 @@ class ControllerClock:
         self._anchor = sample
         while samples and sample.received_at - samples[0].received_at > self.settings.rate_fit_s:
             samples.popleft()
+        self._rate = rate = self._rate_of(samples)
+        self._reference = min(samples, key=lambda s: s.received_at - s.lane / rate)
         history = self._history
         if not history or sample.received_at - history[-1].received_at >= 5.0:
             history.append(sample)
@@ -453,4 +484,4 @@ class ControllerClock:
                 history.popleft()
         if len(history) >= 3 and sample.received_at - history[0].received_at >= 30.0:
             # Drift over the whole window: transit jitter averages out over minutes.
-            self._drift_ppm = (self._rate_over(self.settings.rate_window_s) - 1.0) * 1e6
+            self._drift_ppm = (self._rate_of(history) - 1.0) * 1e6

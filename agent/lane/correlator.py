@@ -160,6 +160,11 @@ class CrossingCorrelator:
         return self._segment is not None or self._tail is not None
 
     @property
+    def departure_pending(self) -> bool:
+        """The loop cleared under the open crossing and the departure is being confirmed."""
+        return self._segment is not None and self._loop.clear_at is not None
+
+    @property
     def last_at(self) -> float | None:
         """The latest time of an input applied (None before the first)."""
         return finite_or_none(self._last_at)

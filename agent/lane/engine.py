@@ -49,6 +49,14 @@ class LaneEngine:
         """Apply one input; decide every crossing it closed."""
         return self._decide(self.correlator.handle(event))
 
+    def current(self, at: float) -> tuple[int, Decision] | None:
+        """The open crossing decided as if it closed at ``at``, with the number it will close
+        under (None: no vehicle at the booth). Provisional: for the booth, never stored."""
+        crossing = self.correlator.current(at)
+        if crossing is None:
+            return None
+        return self.correlator.closed_count + 1, self._decide([crossing])[0]
+
     @property
     def closed_count(self) -> int:
         """Crossings closed so far, across restores: the n-th decision is crossing number n."""

@@ -35,6 +35,7 @@ from agent.config import AgentConfig
 from agent.status import StatusBoard
 from agent.uplink.holding import CrossingCommitter, PendingRecord
 from agent.uplink.journal import InputJournal
+from agent.uplink.live_feed import LiveFeed
 from agent.uplink.outbox import Outbox, OutboxFullError, OutboxRow, open_outbox
 from agent.uplink.publisher import MqttUplink, TlsFiles, UplinkState
 from agent.wire.topics import Topics
@@ -73,9 +74,12 @@ class Delivery:
         retry_interval_s: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
         rebuild_uplink: Callable[[MqttUplink], MqttUplink] | None = None,
+        live: LiveFeed | None = None,
     ) -> None:
-        """``rebuild_uplink(failed)`` builds the replacement of a failed uplink (None: never)."""
+        """``rebuild_uplink(failed)`` builds the replacement of a failed uplink (None: never);
+        ``live`` is the live crossing feed every uplink publishes (None: live events off)."""
         self.outbox = outbox
+        self.live = live
         self.uplink = uplink
         self._rebuild_uplink = rebuild_uplink
         self._monotonic = monotonic
@@ -130,6 +134,17 @@ class Delivery:
         if mqtt.tls and mqtt.ca_file and mqtt.cert_file and mqtt.key_file:
             tls = TlsFiles(mqtt.ca_file, mqtt.cert_file, mqtt.key_file)
 
+        live = None
+        if config.live.enabled:
+            live = LiveFeed(
+                topics,
+                message_expiry_s=config.live.message_expiry_s,
+                current_expiry_s=config.live.current_expiry_s,
+                max_in_flight=config.live.max_in_flight,
+                clock=clock,
+            )
+            board.contribute("live", live.status)
+
         def make_uplink(failed: MqttUplink | None = None) -> MqttUplink:
             return MqttUplink(
                 outbox,
@@ -146,9 +161,10 @@ class Delivery:
                 status=board,
                 status_interval_s=mqtt.status_interval_s,
                 on_state_change=on_state_change,
+                live=live,
             )
 
-        return cls(outbox, make_uplink(), board, topics, rebuild_uplink=make_uplink)
+        return cls(outbox, make_uplink(), board, topics, rebuild_uplink=make_uplink, live=live)
 
     def attach_signal(self, signal: SignalSink) -> None:
         """The lane controller link that gets the fall-back signal (set before the first commit)."""

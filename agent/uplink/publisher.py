@@ -86,6 +86,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.status import StatusBoard, iso_time
+from agent.uplink.live_feed import LiveFeed, LiveMessage
 from agent.uplink.outbox import PRIORITY_CROSSING, Outbox, OutboxError, OutboxRow
 from agent.wire.topics import (
     AVAILABILITY_OFFLINE,
@@ -374,6 +375,7 @@ class MqttUplink:
         status_interval_s: float = 30.0,
         on_state_change: Callable[[UplinkState], None] | None = None,
         on_acknowledged: Callable[[OutboxRow], None] | None = None,
+        live: LiveFeed | None = None,
         rng: random.Random | None = None,
     ) -> None:
         """``reconnect_min_s``/``reconnect_max_s`` bound reconnect delays and refused-row retries.
@@ -384,6 +386,8 @@ class MqttUplink:
         return quickly, as must ``on_acknowledged`` (called there for each row the broker accepted,
         as its PUBACK is processed). ``status`` (with ``status_interval_s``) turns on the status
         topic (:meth:`detach_status` gives it up, for an uplink rebuilt on the same board).
+        ``live`` publishes the lane's live crossing events (:mod:`agent.uplink.live_feed`) on this
+        session, after the outbox's rows and within a few slots of the window.
         """
         if not host:
             raise ValueError("host must not be empty")
@@ -426,6 +430,7 @@ class MqttUplink:
         self._status_interval_s = status_interval_s
         self._on_state_change = on_state_change
         self._on_acknowledged = on_acknowledged
+        self._live = live
         self._rng = rng if rng is not None else random.Random()
 
         self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
@@ -450,6 +455,7 @@ class MqttUplink:
         self._handoff = max_inflight  # rows handed to paho at most, set at each CONNACK
         self._in_flight: dict[int, OutboxRow] = {}  # by paho mid, in publish order
         self._control_in_flight: dict[int, tuple[str, bytes]] = {}  # availability, status
+        self._live_in_flight: dict[int, LiveMessage] = {}  # live crossing events, by paho mid
         self._holds: dict[int, _Hold] = {}  # by outbox row id
         # A refusal usually means the topic is refused (ACL), and Mosquitto closes the connection
         # after each refusal: the topic waits out a back-off, then one row probes it.
@@ -497,6 +503,8 @@ class MqttUplink:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        if self._live is not None:
+            self._live.attach(self._wake)
         self._thread = threading.Thread(target=self._run, name="mqtt-uplink", daemon=True)
         self._thread.start()
 
@@ -609,6 +617,9 @@ class MqttUplink:
             except Exception:  # the thread ends anyway; the broker publishes the will on its own
                 log.exception("dropping the MQTT client after the failure failed too")
         finally:
+            if self._live is not None:
+                self._live.set_online(False)
+                self._live.attach(None)
             deadline = self._thread_deadline()
             self._marker.close(
                 _MARKER_CLOSE_S if deadline is None else max(0.0, deadline - time.monotonic())
@@ -649,6 +660,7 @@ class MqttUplink:
             # Status first: while rows are being refused, the alarm must still get out.
             self._publish_status(now)
             self._publish_pending(now)
+            self._publish_live()
             self._update_gauges()
             if self._stop_deadline is not None:
                 # After publishing, so that "nothing left to flush" is known without waiting for an
@@ -970,6 +982,8 @@ class MqttUplink:
         if self._stop_deadline is None:
             self._set_state(UplinkState.CONNECTED)
             self._publish_control(AVAILABILITY_ONLINE)
+        if self._live is not None:
+            self._live.set_online(True)
 
     def _on_disconnected(self, reason: ReasonCode) -> None:
         was_up = self._session_up
@@ -1016,6 +1030,7 @@ class MqttUplink:
         self._session_up = False
         self._in_flight.clear()
         self._control_in_flight.clear()
+        self._forget_live()
         self._drop_prefetched()
         if client is not None:
             _close_socket(client)  # paho has closed it after reporting the disconnect; to be sure
@@ -1027,6 +1042,7 @@ class MqttUplink:
         self._session_up = False
         self._in_flight.clear()
         self._control_in_flight.clear()
+        self._forget_live()
         self._drop_prefetched()
         if client is not None:
             client.disconnect(_WITH_WILL)
@@ -1046,7 +1062,56 @@ class MqttUplink:
         """
         if self._live_window <= self._inflight_cap:
             return True
-        return len(self._in_flight) + len(self._control_in_flight) < self._inflight_cap
+        in_flight = len(self._in_flight) + len(self._control_in_flight) + len(self._live_in_flight)
+        return in_flight < self._inflight_cap
+
+    def _publish_live(self) -> None:
+        """Publish waiting live crossing events, within their share of the window.
+
+        After the outbox's rows in each pass, and never more than ``max_in_flight`` of them
+        awaiting PUBACK (nor past a broker's Receive Maximum): a live event can take a slot a
+        crossing could have used only while fewer than that are out, and never waits for one.
+        """
+        live = self._live
+        client = self._client
+        if live is None or client is None or not self._session_up:
+            return
+        if self._stop_deadline is not None and self._stop_phase is not _StopPhase.FLUSHING:
+            return
+        # Half the window at most, so that a lane configured for one message in flight still
+        # sends its crossings one after the other.
+        limit = min(live.max_in_flight, max(1, self._inflight_cap // 2))
+        while len(self._live_in_flight) < limit and self._control_room():
+            room = limit - len(self._live_in_flight)
+            messages = live.take(1 if self._live_window > self._inflight_cap else room)
+            if not messages:
+                return
+            for message in messages:
+                properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                properties.MessageExpiryInterval = message.expiry_s
+                info = client.publish(
+                    message.topic,
+                    message.payload,
+                    qos=1,
+                    retain=message.retain,
+                    properties=properties,
+                )
+                if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                    log.warning(
+                        "paho did not take a live event on %s: %s",
+                        message.topic,
+                        mqtt.error_string(info.rc),
+                    )
+                    live.acknowledged(message, refused=True)
+                    continue
+                self._live_in_flight[info.mid] = message
+                live.published(message)
+
+    def _forget_live(self) -> None:
+        """The session ended: live events in flight are not sent again, waiting ones dropped."""
+        self._live_in_flight.clear()
+        if self._live is not None:
+            self._live.set_online(False)
 
     def _publish_control(self, payload: bytes, topic: str | None = None) -> None:
         """Publish a retained control message (availability by default, or the status).
@@ -1279,6 +1344,7 @@ class MqttUplink:
     def _on_control_published(self, mid: int, reason: ReasonCode) -> None:
         sent = self._control_in_flight.pop(mid, None)
         if sent is None:
+            self._on_live_published(mid, reason)
             return
         topic, payload = sent
         if reason.value >= _FAILURE_THRESHOLD:
@@ -1286,6 +1352,17 @@ class MqttUplink:
             log.warning("broker refused a retained message on %s: %s", topic, reason)
         elif topic == self._topics.availability and payload == AVAILABILITY_STOPPED:
             self._stopped_acknowledged = True
+
+    def _on_live_published(self, mid: int, reason: ReasonCode) -> None:
+        message = self._live_in_flight.pop(mid, None)
+        if message is None or self._live is None:
+            return
+        refused = reason.value >= _FAILURE_THRESHOLD
+        if refused:
+            self._count_refusal(reason)
+            # The topic only: the payload carries card numbers and plates.
+            log.warning("broker refused a live crossing event on %s: %s", message.topic, reason)
+        self._live.acknowledged(message, refused=refused)
 
     def _count_refusal(self, reason: ReasonCode) -> None:
         with self._stats_lock:
@@ -1417,6 +1494,8 @@ class MqttUplink:
         if self._stop_phase is _StopPhase.FLUSHING:
             drained = not (
                 self._in_flight
+                or self._live_in_flight
+                or (self._live is not None and self._live.waiting())
                 or self._acked
                 or self._marking
                 or self._queue

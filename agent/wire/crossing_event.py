@@ -73,17 +73,20 @@ def build_crossing_event(
     *,
     seq: int,
     event_id: uuid.UUID,
+    crossing_id: uuid.UUID,
     lane: LaneIdentity,
     cache: CacheInfo,
     committed_at: float,
     wall: Callable[[float], float] = float,
 ) -> dict[str, Any]:
-    """The event as a JSON-ready dict; ``seq`` is the outbox's per-lane sequence number and
-    ``wall`` turns the decision's lane times into the agent's wall clock."""
+    """The event as a JSON-ready dict; ``seq`` is the outbox's per-lane sequence number,
+    ``crossing_id`` the id its live events carried (:func:`agent.wire.live_event.crossing_id`),
+    and ``wall`` turns the decision's lane times into the agent's wall clock."""
     crossing = decision.crossing
     return {
         "schema": SCHEMA_ID,
         "event_id": str(event_id),
+        "crossing_id": str(crossing_id),
         "seq": seq,
         "port_id": lane.port_id,
         "lane_id": lane.lane_id,
@@ -97,9 +100,9 @@ def build_crossing_event(
         "loop_anomalies": [anomaly.value for anomaly in crossing.anomalies],
         "recommendation": decision.recommendation.value,
         "reasons": [reason.value for reason in decision.reasons],
-        "cards": [_card(match, wall) for match in decision.matches],
+        "cards": [card_json(match, wall) for match in decision.matches],
         "set_aside": [_set_aside(card) for card in crossing.set_aside],
-        "plate": _plate(decision.plate) if decision.plate else None,
+        "plate": plate_json(decision.plate) if decision.plate else None,
         "cache": {
             "data_version": cache.data_version,
             "imported_at": iso(cache.imported_at) if cache.imported_at else None,
@@ -137,7 +140,8 @@ def _set_aside(card: SetAsideCard) -> dict[str, Any]:
     }
 
 
-def _card(match: CardMatch, wall: Callable[[float], float]) -> dict[str, Any]:
+def card_json(match: CardMatch, wall: Callable[[float], float]) -> dict[str, Any]:
+    """A carried card as the crossing and live events show it."""
     seen = match.observation
     credential = match.credential
     return {
@@ -162,7 +166,8 @@ def plate_image(decision: Decision) -> bytes | None:
     return vote.best_reading.crop_jpeg or None if vote else None
 
 
-def _plate(outcome: PlateOutcome) -> dict[str, Any]:
+def plate_json(outcome: PlateOutcome) -> dict[str, Any]:
+    """The plate outcome as the crossing and live events show it."""
     vote = outcome.vote
     vehicle = outcome.match.vehicle
     crop = vote.best_reading.crop_jpeg if vote else b""

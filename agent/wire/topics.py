@@ -15,6 +15,19 @@ Every lane publishes under ``{prefix}/{port_id}/{lane_id}/``:
     pairs the two by hashing. Images are queued behind crossing events and are the first thing a
     full outbox gives up.
 
+``…/live``
+    The crossing of the vehicle at the booth as it forms, QoS 1, not retained: ``opened``,
+    ``updated`` on every change an officer acts on, ``closed`` (schema
+    ``lane-agent/live-crossing/1``, docs/live.md). Not stored by the lane: published while the
+    uplink is up, dropped (counted) while it is not; each expires at the broker after a short
+    while (MQTT v5 message expiry), so a booth that reconnects is not shown stale vehicles.
+
+``…/current``
+    Retained: the latest live event of the vehicle at the booth, or a zero-length payload (no
+    retained message) when the lane is empty, so a screen that subscribes late shows the
+    present vehicle at once. Expires at the broker after the lane's longest stay, in case the
+    agent dies with a vehicle shown (``availability`` then says ``offline``).
+
 ``…/availability``
     Retained plain text: ``online`` once connected, ``offline`` published by the broker as the last
     will when the connection dies, ``stopped`` after a clean shutdown.
@@ -110,6 +123,16 @@ class Topics:
         return f"{self._base}/plate-image"
 
     @property
+    def live(self) -> str:
+        """Live crossing events, QoS 1, not retained."""
+        return f"{self._base}/live"
+
+    @property
+    def current(self) -> str:
+        """Retained latest live event of the vehicle at the booth; empty when the lane is."""
+        return f"{self._base}/current"
+
+    @property
     def availability(self) -> str:
         """Retained ``online`` / ``offline`` (last will) / ``stopped``."""
         return f"{self._base}/availability"
@@ -158,6 +181,18 @@ def all_plate_images_filter(prefix: str = DEFAULT_PREFIX) -> str:
     """Subscription filter for the plate-image topic of every lane at every port under ``prefix``."""
     _check_levels("prefix", prefix, single_level=False)
     return f"{prefix}/+/+/plate-image"
+
+
+def all_live_filter(prefix: str = DEFAULT_PREFIX) -> str:
+    """Subscription filter for the live crossing topic of every lane under ``prefix``."""
+    _check_levels("prefix", prefix, single_level=False)
+    return f"{prefix}/+/+/live"
+
+
+def all_current_filter(prefix: str = DEFAULT_PREFIX) -> str:
+    """Subscription filter for the retained current vehicle of every lane under ``prefix``."""
+    _check_levels("prefix", prefix, single_level=False)
+    return f"{prefix}/+/+/current"
 
 
 def all_availability_filter(prefix: str = DEFAULT_PREFIX) -> str:

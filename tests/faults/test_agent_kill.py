@@ -27,9 +27,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from agent.uplink import Topics
+from agent.wire.schema import load_schema
 from firmware_bridge.codec import Loop, TagRead
 from firmware_bridge.scenario import CardPass, Scenario, StrayRead, Vehicle
 from firmware_bridge.simulator import ControllerSimulator
@@ -439,3 +441,66 @@ def test_a_controller_reboot_during_the_restart_gap_does_not_merge_the_next_vehi
     ]
     rebooted = [r for r in agents.log_records() if "controller restarted" in r["msg"]]
     assert rebooted, "the restart did not notice the controller's new boot"
+
+
+def test_after_kill_9_with_a_vehicle_at_the_booth_its_live_crossing_resumes_under_the_same_id(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """The booth was shown the vehicle when the agent died. The restarted agent rebuilds the
+    crossing from its journal and shows it again, saying it resumed, under the crossing id the
+    booth already has; the final crossing follows once and carries that id; once the lane is
+    empty nothing is retained as the current vehicle."""
+    epc = "E280116000000000000ACE77"
+    scenario = Scenario(
+        name="live across a restart",
+        vehicles=(Vehicle(dwell_s=6.0, gap_s=1.0, cards=(CardPass(epc=epc, reads=24),)),),
+        seed=3,
+        controller_id="LANE-KILL",
+    )
+    simulator = ControllerSimulator(scenario, speed=1.0, start_on_host=True)
+    simulator.start()
+    agents = Agents(tmp_path, write_config(tmp_path, simulator.device_path, mosquitto.port))
+    lane_topics = f"{TOPICS.prefix}/{TOPICS.port_id}/{TOPICS.lane_id}/+"
+    try:
+        with Subscriber(mosquitto.host, mosquitto.port, lane_topics) as lane:
+
+            def live_events() -> list[dict[str, Any]]:
+                return [json.loads(m.payload) for m in lane.messages if m.topic == TOPICS.live]
+
+            agents.start()
+            lane.wait_until(
+                lambda _: any(e["cards"] for e in live_events()), 15, "the card shown live"
+            )
+            shown_id = live_events()[0]["crossing_id"]
+            agents.kill()
+            agents.start()
+            lane.wait_until(
+                lambda messages: any(m.topic == TOPICS.crossing for m in messages),
+                20,
+                "the final crossing",
+            )
+            assert simulator.wait_done(10)
+            assert agents.stop() == 0, agents.log_tail()
+            messages = lane.barrier()
+        with Subscriber(mosquitto.host, mosquitto.port, TOPICS.current) as late:
+            retained = late.barrier()
+    finally:
+        agents.close()
+        simulator.stop()
+
+    schema = load_schema("lane-agent/live-crossing/1")
+    for event in live_events():
+        jsonschema.validate(event, schema)
+    before = [e for e in live_events() if e["crossing_id"] == shown_id]
+    assert {e["crossing_id"] for e in live_events()} == {shown_id}, "a second crossing id"
+    resumed = [e for e in before if "resumed" in e["changes"]]
+    assert resumed, [e["changes"] for e in before]
+    assert resumed[0]["phase"] == "updated"
+    assert epc in {card["ref"] for card in resumed[0]["cards"]}
+    assert before[-1]["phase"] == "closed"
+    finals = distinct_events([m for m in messages if m.topic == TOPICS.crossing])
+    assert [(e["crossing_id"], e["seq"]) for e in finals.values()] == [(shown_id, 1)]
+    (final,) = finals.values()
+    assert {card["ref"]: card["reads"] for card in final["cards"]} == {epc: 24}
+    assert agents.replays(), "the restart did not replay the journal"
+    assert [m.payload for m in retained] == [], "a vehicle still retained on an empty lane"

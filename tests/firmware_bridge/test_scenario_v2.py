@@ -3,6 +3,7 @@ and the seeded situation suites; format 1 files still read and play."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -319,7 +320,8 @@ def test_the_controller_clock_drifts_and_steps_as_the_scenario_says() -> None:
 def test_every_situation_generates_what_its_name_says() -> None:
     queue = generate_situation("queue", 8, 3)
     approaching = [b for v in queue.vehicles[1:] for c in v.cards for b in c.bursts]
-    assert approaching and all(b.shape is Shape.RISING and b.start_s < 0 for b in approaching)
+    assert approaching
+    assert all(b.shape is Shape.RISING and b.start_s < 0 for b in approaching)
     adjacent = generate_situation("adjacent", 20, 3)
     assert adjacent.stray_reads
     assert set(suite_cards(adjacent)) >= {s.card.epc for s in adjacent.stray_reads}
@@ -331,6 +333,6 @@ def test_every_situation_generates_what_its_name_says() -> None:
     assert all(60.0 <= v.dwell_s <= 180.0 for v in stopped.vehicles)
     handed = generate_situation("handed_back", 30, 3)
     epcs = [{c.epc for c in v.cards} for v in handed.vehicles]
-    assert any(a & b for a, b in zip(epcs, epcs[1:], strict=False)), "a card handed back"
+    assert any(a & b for a, b in itertools.pairwise(epcs)), "a card handed back"
     with pytest.raises(ValueError, match="unknown situation 'fog'"):
         generate_situation("fog", 3, 1)

@@ -37,6 +37,18 @@ def test_an_event_is_placed_by_its_own_timestamp_not_by_when_it_arrived() -> Non
     assert clock.lane_time(BOOT, 12_000, received_at=WALL + 52.0) == pytest.approx(WALL + 12.0)
 
 
+def test_a_heartbeat_that_arrives_late_does_not_move_lane_time_against_the_agents_clock() -> None:
+    """Heartbeats only ever arrive late (the link thread was busy journalling a burst of reads):
+    conversions go through the least delayed recent one, so a deadline in lane time is due when
+    it is, not as late as the latest heartbeat happened to be read."""
+    clock = synced()
+    heartbeats(clock, 4)  # 1 s apart, no delay: lane time = agent time
+    clock.on_heartbeat(15_000, WALL + 15.040)  # read 40 ms late
+    assert clock.to_wall(WALL + 15.2) == pytest.approx(WALL + 15.2, abs=0.002)
+    assert clock.lane_estimate(WALL + 15.5) == pytest.approx(WALL + 15.5, abs=0.002)
+    assert clock.lane_now(WALL + 15.5, 0.02) == pytest.approx(WALL + 15.48, abs=0.002)
+
+
 def test_events_of_a_boot_wait_for_its_first_heartbeat() -> None:
     clock = ControllerClock()
     clock.on_hello(BOOT)
