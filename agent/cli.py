@@ -355,7 +355,7 @@ def demo(vehicles: int, speed: float, seed: int | None, workdir: Path | None) ->
     loopback port, a demo credential cache and the agent, then prints each crossing as
     central operations receive it and exits after VEHICLES crossings.
     """
-    from agent.demo import run_demo
+    from agent.dev.demo import run_demo
     from agent.logs import configure_logging
 
     # The demo prints crossings on stdout; the agent's own log shows only trouble.

@@ -13,7 +13,7 @@ Threads and who owns what:
 A crossing therefore exists on disk before anyone hears of it, and nothing but the engine
 thread ever touches lane state.
 
-Before that, every tag read and loop edge is journalled (``agent/uplink/journal.py``) by the link
+Before that, every tag read and loop edge is journalled (``agent/state/journal.py``) by the link
 thread before the controller gets its ACK, stamped with the time it arrived, and goes to the
 engine with its journal id. Each committed crossing clears, in its own transaction, the journal
 rows the engine had applied when it closed, together with a checkpoint of the engine's state. At
@@ -35,7 +35,7 @@ leaves it in the journal). A controller that rebooted lost what it had not deliv
 boot's lane time simply goes on, and the restored crossing's timers close it.
 
 A publisher that failed (``UplinkState.FAILED``) is rebuilt in-process a few times
-(:meth:`~agent.uplink.delivery.Delivery.uplink_failed`); past that it would leave crossings piling
+(:meth:`~agent.delivery.Delivery.uplink_failed`); past that it would leave crossings piling
 up unsent, and a link thread that ended would leave the lane deaf: the service stops and exits
 non-zero (``EXIT_UPLINK_FAILED``, ``EXIT_LINK_FAILED``) so that systemd restarts it. Such a stop
 leaves the crossing at the booth in the journal, like a crash, rather than closing it: the
@@ -58,6 +58,7 @@ from agent import __version__
 from agent.cache import CredentialCache
 from agent.cache.channel import CacheChannel
 from agent.config import AgentConfig
+from agent.delivery import Delivery
 from agent.lane.clock import ClockFault, ClockNotSynced, ControllerClock
 from agent.lane.correlator import LoopFault
 from agent.lane.engine import LaneEngine
@@ -72,8 +73,7 @@ from agent.lane.events import (
 from agent.lane.policy import Decision
 from agent.live_publisher import LiveCrossingPublisher
 from agent.sdnotify import SystemdNotifier
-from agent.uplink.delivery import Delivery
-from agent.uplink.journal import (
+from agent.state.journal import (
     ClosedCrossing,
     InputJournal,
     JournalError,

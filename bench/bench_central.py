@@ -50,7 +50,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.devbroker import free_loopback_port
+from agent.dev.broker import free_loopback_port
 from central import migrate
 from tests.support.broker import MosquittoBroker
 

@@ -44,6 +44,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from agent.dev.broker import PrivateMosquitto  # noqa: E402
 from agent.dev.scoring import (  # noqa: E402
     ScoredCrossing,
     SituationScore,
@@ -54,7 +55,6 @@ from agent.dev.scoring import (  # noqa: E402
     valid_credentials,
 )
 from agent.dev.suite import CREDENTIALS_FILE, write_suite  # noqa: E402
-from agent.devbroker import PrivateMosquitto  # noqa: E402
 from agent.lane.correlator import CorrelationSettings  # noqa: E402
 from agent.lane.credentials import Program  # noqa: E402
 from agent.lane.policy import LanePolicy, LaneType  # noqa: E402

@@ -50,9 +50,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from agent.dev.broker import PrivateMosquitto  # noqa: E402
 from agent.dev.scoring import lane_inputs, valid_credentials  # noqa: E402
 from agent.dev.suite import credential_records  # noqa: E402
-from agent.devbroker import PrivateMosquitto  # noqa: E402
 from agent.lane.correlator import CorrelationSettings  # noqa: E402
 from agent.lane.credentials import Program  # noqa: E402
 from agent.lane.engine import LaneEngine  # noqa: E402

@@ -41,7 +41,7 @@ import paho.mqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent.uplink.outbox import Outbox, OutboxRow
+from agent.state.outbox import Outbox, OutboxRow
 from agent.uplink.publisher import MqttUplink, UplinkState
 from agent.wire.topics import Topics
 from tests.support.broker import MosquittoBroker

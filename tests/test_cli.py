@@ -11,7 +11,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from agent.cli import EX_DATAERR, EX_NOINPUT, main
-from agent.demo import demo_records
+from agent.dev.demo import demo_records
 from firmware_bridge.codec import Loop, TagRead
 from firmware_bridge.link import ControllerLink, LinkMessage
 

@@ -23,10 +23,10 @@ import jsonschema
 import pytest
 
 from agent.cache import CredentialCache
-from agent.demo import demo_config, demo_records
+from agent.delivery import UPLINK_REBUILDS
+from agent.dev.demo import demo_config, demo_records
 from agent.service import EXIT_LINK_FAILED, EXIT_UPLINK_FAILED, LaneService, UplinkChanged
 from agent.uplink import Topics, all_crossings_filter
-from agent.uplink.delivery import UPLINK_REBUILDS
 from agent.uplink.publisher import UplinkState
 from agent.wire.schema import load_schema
 from firmware_bridge.codec import Loop, TagRead
@@ -263,8 +263,8 @@ def test_demo_without_a_broker_shows_the_crossings_waiting_in_the_outbox(
     """A lane whose uplink is down keeps working: the demo says so and how to get a broker."""
     import io
 
-    from agent import devbroker
-    from agent.demo import run_demo
+    from agent.dev import broker as devbroker
+    from agent.dev.demo import run_demo
 
     monkeypatch.setattr(devbroker, "find_mosquitto", lambda: None)
     out = io.StringIO()

@@ -1,25 +1,11 @@
-"""Uplink to central ops: a durable SQLite outbox drained over MQTT v5.
+"""Uplink to central ops: the lane's MQTT v5 session.
 
-Every message is committed to the :class:`Outbox` first; :class:`MqttUplink` publishes pending rows
-at QoS 1 and marks them sent on a successful PUBACK. :class:`Topics` is the only place topic names
-are built.
+:class:`MqttUplink` publishes the pending rows of the lane's durable outbox (``agent.state``) at
+QoS 1, marks them sent on a successful PUBACK and applies central's acknowledgement watermarks;
+it also publishes the lane's status and its live crossing events (``live_feed``). Topic strings
+come from ``agent.wire.topics`` only.
 """
 
-from agent.uplink.outbox import (
-    PRIORITY_CROSSING,
-    PRIORITY_HEALTH,
-    PRIORITY_IMAGE,
-    Outbox,
-    OutboxClosedError,
-    OutboxCorruptError,
-    OutboxError,
-    OutboxFullError,
-    OutboxRow,
-    OutboxRowNotFoundError,
-    OutboxSchemaError,
-    OutboxStats,
-    open_outbox,
-)
 from agent.uplink.publisher import MqttUplink, TlsFiles, UplinkState, UplinkStats
 from agent.wire.topics import (
     DEFAULT_PREFIX,
@@ -31,25 +17,12 @@ from agent.wire.topics import (
 
 __all__ = [
     "DEFAULT_PREFIX",
-    "PRIORITY_CROSSING",
-    "PRIORITY_HEALTH",
-    "PRIORITY_IMAGE",
     "InvalidTopicPartError",
     "MqttUplink",
-    "Outbox",
-    "OutboxClosedError",
-    "OutboxCorruptError",
-    "OutboxError",
-    "OutboxFullError",
-    "OutboxRow",
-    "OutboxRowNotFoundError",
-    "OutboxSchemaError",
-    "OutboxStats",
     "TlsFiles",
     "Topics",
     "UplinkState",
     "UplinkStats",
     "all_crossings_filter",
-    "open_outbox",
     "shared_subscription",
 ]

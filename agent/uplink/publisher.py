@@ -85,9 +85,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.state.outbox import PRIORITY_CROSSING, Outbox, OutboxError, OutboxRow
 from agent.status import StatusBoard, iso_time
 from agent.uplink.live_feed import LiveFeed, LiveMessage
-from agent.uplink.outbox import PRIORITY_CROSSING, Outbox, OutboxError, OutboxRow
 from agent.wire.topics import (
     AVAILABILITY_OFFLINE,
     AVAILABILITY_ONLINE,

@@ -27,8 +27,8 @@ import cv2
 from agent.config import AgentConfig
 from agent.lane.events import PlateSeen, VisionChanged, VisionFault
 from agent.lane.policy import Decision
+from agent.state.outbox import PRIORITY_IMAGE, Outbox, OutboxError, OutboxRow
 from agent.status import StatusBoard
-from agent.uplink.outbox import PRIORITY_IMAGE, Outbox, OutboxError, OutboxRow
 from agent.vision.capture import (
     CameraCapture,
     CaptureState,

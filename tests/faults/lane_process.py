@@ -28,8 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.config import AgentConfig, LaneConfig, LoggingConfig, MqttConfig, OutboxConfig
+from agent.delivery import Delivery
 from agent.logs import configure_logging
-from agent.uplink.delivery import Delivery
 from agent.uplink.publisher import UplinkState
 from agent.wire.crossing_event import uuid7
 from agent.wire.topics import Topics

@@ -29,7 +29,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent import devbroker
+from agent.dev import broker as devbroker
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 10.0

@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from agent.uplink.outbox import Outbox
+from agent.state.outbox import Outbox
 from agent.uplink.publisher import MqttUplink, UplinkState
 from agent.wire.topics import Topics
 

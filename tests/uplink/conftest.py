@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent.uplink.outbox import Outbox, OutboxRow
+from agent.state.outbox import Outbox, OutboxRow
 from agent.uplink.publisher import MqttUplink, UplinkState
 from agent.wire.topics import Topics
 from firmware_bridge.link import ControllerLink, LinkMessage

@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.uplink.outbox import Outbox
+from agent.state.outbox import Outbox
 from agent.uplink.publisher import TlsFiles, UplinkState
 from agent.wire.topics import Topics
 from tests.support.broker import LOOPBACK, MosquittoBroker, Subscriber, wait_until

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from agent.delivery import FAULT_OUTBOX_FULL, Delivery
+from agent.state.outbox import Outbox
 from agent.status import StatusBoard
-from agent.uplink.delivery import FAULT_OUTBOX_FULL, Delivery
-from agent.uplink.outbox import Outbox
 from agent.uplink.publisher import MqttUplink
 from agent.wire.topics import Topics
 from firmware_bridge.codec import SignalState

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from agent.delivery import FAULT_JOURNAL_UNAVAILABLE, FAULT_OUTBOX_FULL, Delivery
 from agent.lane.events import LoopChanged, TagRead
+from agent.state.journal import Checkpoint
+from agent.state.outbox import Outbox
 from agent.status import StatusBoard
-from agent.uplink.delivery import FAULT_JOURNAL_UNAVAILABLE, FAULT_OUTBOX_FULL, Delivery
-from agent.uplink.journal import Checkpoint
-from agent.uplink.outbox import Outbox
 from agent.uplink.publisher import MqttUplink
 from agent.wire.topics import Topics
 from firmware_bridge.codec import SignalState

@@ -13,9 +13,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from agent.state.outbox import Outbox
 from agent.status import StatusBoard
 from agent.uplink.live_feed import LiveFeed
-from agent.uplink.outbox import Outbox
 from agent.uplink.publisher import UplinkState
 from agent.wire.topics import Topics
 from tests.support.broker import MosquittoBroker, Subscriber, wait_until

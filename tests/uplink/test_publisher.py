@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.state.outbox import PRIORITY_HEALTH, PRIORITY_IMAGE, Outbox, OutboxRow
 from agent.status import StatusBoard
-from agent.uplink.outbox import PRIORITY_HEALTH, PRIORITY_IMAGE, Outbox, OutboxRow
 from agent.uplink.publisher import FAULT_OUTBOX_ERROR, MqttUplink, UplinkState, backoff_delay
 from agent.wire.topics import Topics
 from tests.support.broker import LOOPBACK, MosquittoBroker, Subscriber, free_port, wait_until

@@ -69,7 +69,7 @@ def test_restarted_broker_keeps_port_retained_messages_and_subscriber_sessions(
 def test_missing_mosquitto_fails_the_test_instead_of_skipping(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("agent.devbroker.find_mosquitto", lambda: None)
+    monkeypatch.setattr("agent.dev.broker.find_mosquitto", lambda: None)
     with pytest.raises(pytest.fail.Exception, match="apt-get install mosquitto"):
         MosquittoBroker(tmp_path)
 

@@ -12,14 +12,14 @@ import time
 
 import pytest
 
-from agent.status import StatusBoard
-from agent.uplink.delivery import (
+from agent.delivery import (
     UPLINK_REBUILD_BACKOFF_S,
     UPLINK_REBUILD_WINDOW_S,
     UPLINK_REBUILDS,
     Delivery,
 )
-from agent.uplink.outbox import Outbox, OutboxRow
+from agent.state.outbox import Outbox, OutboxRow
+from agent.status import StatusBoard
 from agent.uplink.publisher import MqttUplink, UplinkState
 from agent.wire.topics import Topics
 from tests.support.broker import MosquittoBroker, wait_until

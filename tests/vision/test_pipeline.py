@@ -14,13 +14,13 @@ import cv2
 import numpy as np
 import pytest
 
+from agent.dev.synthetic_camera import render_scene
 from agent.lane.events import PlateSeen, VisionChanged, VisionFault
 from agent.status import StatusBoard
 from agent.vision.capture import CameraCapture, CaptureError, Image, ImageFolderSource
 from agent.vision.models import DEFAULT_MODELS_DIR, ModelError, load_manifest
 from agent.vision.pipeline import PlatePipeline, PlateReader
 from agent.vision.reader import READER_MODEL, PlateRecognizer
-from agent.vision.synth import render_scene
 from tests.support.broker import wait_until
 
 PLATE = "7ABC123"

@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 
 from agent.cache import CredentialCache
-from agent.demo import demo_config, demo_records
+from agent.dev.demo import demo_config, demo_records
+from agent.dev.synthetic_camera import ScenarioCamera, vehicle_at_booth
 from agent.service import LaneService
 from agent.uplink import all_crossings_filter
 from agent.vision.capture import CaptureError, Image
 from agent.vision.models import DEFAULT_MODELS_DIR, load_manifest
 from agent.vision.reader import DETECTOR_MODEL
-from agent.vision.synth import ScenarioCamera, vehicle_at_booth
 from agent.wire.schema import load_schema
 from agent.wire.topics import Topics
 from firmware_bridge.scenario import Scenario, generate_scenario

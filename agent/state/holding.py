@@ -2,7 +2,7 @@
 
 The engine must keep running when the disk is full, and it must not pretend a crossing is stored
 when it is not. :class:`CrossingCommitter` sits between the engine and the outbox: it appends, and
-when the outbox raises :class:`~agent.uplink.outbox.OutboxFullError` it keeps the record in memory,
+when the outbox raises :class:`~agent.state.outbox.OutboxFullError` it keeps the record in memory,
 in order, calls ``on_fault(error)`` once (the service raises the ``outbox_full`` fault and tells the lane
 controller to fall back to manual processing) and retries at a steady pace. Records submitted while
 others are held queue up behind them, so sequence numbers keep following the order of the
@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent.uplink.outbox import PRIORITY_CROSSING, Outbox, OutboxFullError, OutboxRow
+from agent.state.outbox import PRIORITY_CROSSING, Outbox, OutboxFullError, OutboxRow
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from agent.lane.credentials import Program
 from agent.lane.engine import LaneEngine
 from agent.lane.events import LaneInput, LoopChanged, TagRead, Tick
 from agent.lane.policy import LanePolicy, LaneType
-from agent.uplink.holding import CrossingCommitter, PendingRecord
-from agent.uplink.journal import (
+from agent.state.holding import CrossingCommitter, PendingRecord
+from agent.state.journal import (
     Checkpoint,
     ClosedCrossing,
     InputJournal,
@@ -33,7 +33,7 @@ from agent.uplink.journal import (
     JournalInput,
     JournalledEngine,
 )
-from agent.uplink.outbox import PRIORITY_IMAGE, Outbox, OutboxFullError
+from agent.state.outbox import PRIORITY_IMAGE, Outbox, OutboxFullError
 from agent.wire.topics import Topics
 from firmware_bridge.link import EventOrigin
 from tests.lane.kit import arrive, depart, read

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.uplink.holding import CrossingCommitter, PendingRecord
-from agent.uplink.outbox import (
+from agent.state.holding import CrossingCommitter, PendingRecord
+from agent.state.outbox import (
     PRIORITY_HEALTH,
     PRIORITY_IMAGE,
     Outbox,

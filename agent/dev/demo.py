@@ -37,7 +37,7 @@ from agent.config import (
     OutboxConfig,
     VisionConfig,
 )
-from agent.devbroker import (
+from agent.dev.broker import (
     INSTALL_HINT,
     BrokerUnavailableError,
     PrivateMosquitto,
@@ -45,7 +45,7 @@ from agent.devbroker import (
 )
 from agent.lane.credentials import CredentialStatus, DocumentType, Program
 from agent.service import LaneService
-from agent.uplink import Outbox
+from agent.state import Outbox
 from agent.wire.topics import all_crossings_filter, all_live_filter
 from firmware_bridge.scenario import Scenario, generate_scenario
 from firmware_bridge.scenario_plan import plan_scenario
@@ -91,7 +91,7 @@ DEMO_CREDENTIALS: tuple[tuple[str, Program, CredentialStatus, datetime], ...] = 
 )
 _KNOWN_REFS = tuple(ref for ref, *_ in DEMO_CREDENTIALS)
 DEMO_ROI = (144, 240, 352, 192)
-"""Where the synthetic camera's plates appear (agent/vision/synth.py): less to read per frame."""
+"""Where the synthetic camera's plates appear (agent/dev/synthetic_camera.py): less to read per frame."""
 
 
 def demo_records(
@@ -208,7 +208,10 @@ def _run(
     simulator.start()
     port = broker.port if broker else free_loopback_port()
     config = demo_config(directory, simulator.device_path, port, camera=True)
-    from agent.vision.synth import ScenarioCamera, vehicle_at_booth  # OpenCV: only when used
+    from agent.dev.synthetic_camera import (  # OpenCV: only when used
+        ScenarioCamera,
+        vehicle_at_booth,
+    )
 
     camera = ScenarioCamera(
         scenario,

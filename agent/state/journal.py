@@ -64,7 +64,7 @@ from typing import Any, TypeVar
 from agent.lane.engine import LaneEngine
 from agent.lane.events import LaneInput, LoopChanged, TagRead
 from agent.lane.policy import Decision
-from agent.uplink.outbox import PRIORITY_CROSSING, Outbox, OutboxError
+from agent.state.outbox import PRIORITY_CROSSING, Outbox, OutboxError
 from firmware_bridge.link import EventOrigin
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ rows with a higher priority value (health, images) are evicted to make room, the
 (highest value) and oldest first, and may only fill the cap up to a reserve that is kept for
 crossings. When a row cannot be stored (cap reached with nothing left to evict, disk full, I/O
 error), :meth:`Outbox.append` raises :class:`OutboxFullError` and stores nothing: the caller must
-keep the record and try again (see ``agent.uplink.holding``).
+keep the record and try again (see ``agent.state.holding``).
 
 A damaged file is never deleted: :func:`open_outbox` moves it aside (``<name>.corrupt-<time>``),
 starts a fresh outbox that continues the sequence numbers it could salvage, and reports what it did.
@@ -118,7 +118,7 @@ _SCHEMA_V2 = (
     """,
     "CREATE INDEX outbox_evictable ON outbox (priority, id) WHERE priority > 0",
 )
-# Version 3: the lane engine's input journal (agent/uplink/journal.py), here so that a crossing and
+# Version 3: the lane engine's input journal (agent/state/journal.py), here so that a crossing and
 # the clearing of the inputs it consumed commit in one transaction. AUTOINCREMENT: journal ids
 # only grow, also after every row was cleared.
 _SCHEMA_V3 = (

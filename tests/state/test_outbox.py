@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.uplink.outbox import (
+from agent.state.outbox import (
     PRIORITY_CROSSING,
     PRIORITY_IMAGE,
     SCHEMA_VERSION,

@@ -10,7 +10,7 @@ keeps the wiring of the fail-safe rules in one place:
   processing). When every held crossing is stored the fault clears and the signal goes back to
   ``OFF``: the agent never drives the lane signal except for this fall-back, and ``OFF`` (no
   indication from the agent) is what it showed before;
-* the input journal (:class:`~agent.uplink.journal.InputJournal`) lives in the same outbox; a
+* the input journal (:class:`~agent.state.journal.InputJournal`) lives in the same outbox; a
   crossing's commit clears the inputs it consumed in the same transaction. When inputs cannot be
   journalled the lane keeps running on them from memory, with the ``journal_unavailable`` fault
   raised and the signal on ``MANUAL`` until inputs are journalled again and a checkpoint that
@@ -32,11 +32,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from agent.config import AgentConfig
+from agent.state.holding import CrossingCommitter, PendingRecord
+from agent.state.journal import InputJournal
+from agent.state.outbox import Outbox, OutboxFullError, OutboxRow, open_outbox
 from agent.status import StatusBoard
-from agent.uplink.holding import CrossingCommitter, PendingRecord
-from agent.uplink.journal import InputJournal
 from agent.uplink.live_feed import LiveFeed
-from agent.uplink.outbox import Outbox, OutboxFullError, OutboxRow, open_outbox
 from agent.uplink.publisher import MqttUplink, TlsFiles, UplinkState
 from agent.wire.topics import Topics
 from firmware_bridge.codec import SignalState

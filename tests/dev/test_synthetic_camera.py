@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.vision.capture import CameraCapture, ImageFolderSource
-from agent.vision.synth import (
+from agent.dev.synthetic_camera import (
     FRAME_SIZE,
     ScenarioCamera,
     render_scene,
     vehicle_at_booth,
     write_scenario_frames,
 )
+from agent.vision.capture import CameraCapture, ImageFolderSource
 from firmware_bridge.codec import Loop, TagRead
 from firmware_bridge.scenario import generate_scenario
 
