@@ -45,7 +45,7 @@ from agent.cache.bundle import (
     payload_lines,
     snapshot_chunks,
 )
-from agent.cache.install_worker import die_with_parent
+from agent.cache.parent_death import die_with_parent
 from agent.cache.records import StorageRow
 from agent.cache.store import CacheError
 

@@ -15,38 +15,26 @@ file inherited from the agent, or null when the bundle's bytes follow the line).
 ``{"refused": {"reason", "detail"}}`` or ``{"error": "..."}``, with ``logs``: the records this
 process logged at INFO and above, for the agent to re-emit (they are the installer's own
 messages, which never quote cache content). The worker dies with the agent (Linux
-``PR_SET_PDEATHSIG``), so a killed agent never leaves a writer behind that could finish an
-install the restarted agent no longer expects.
+``PR_SET_PDEATHSIG``, :mod:`agent.cache.parent_death`), so a killed agent never leaves a writer
+behind that could finish an install the restarted agent no longer expects.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import io
 import json
 import logging
 import os
-import signal
 import sqlite3
 import sys
 from pathlib import Path
 from typing import IO, Any
 
-PR_SET_PDEATHSIG = 1
-EXIT_ORPHANED = 3
+from agent.cache.parent_death import die_with_parent
 
 logger = logging.getLogger(__name__)
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGKILL this process when the agent dies, and exit if it already has."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:
-        os._exit(EXIT_ORPHANED)  # the agent died before the signal was armed
 
 
 class _Collected(logging.Handler):
