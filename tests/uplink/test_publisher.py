@@ -18,9 +18,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.mqtt import backoff_delay
 from agent.state.outbox import PRIORITY_HEALTH, PRIORITY_IMAGE, Outbox, OutboxRow
 from agent.status import StatusBoard
-from agent.uplink.publisher import FAULT_OUTBOX_ERROR, MqttUplink, UplinkState, backoff_delay
+from agent.uplink import FAULT_OUTBOX_ERROR, MqttUplink, UplinkState
 from agent.wire.topics import Topics
 from tests.support.broker import LOOPBACK, MosquittoBroker, Subscriber, free_port, wait_until
 from tests.support.proxy import TcpProxy
