@@ -32,8 +32,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -41,6 +39,14 @@ from agent.cache.bundle import BundleRefusedError, Kind, RefusalReason
 from agent.cache.install import CacheInstaller, CacheState
 from agent.cache.records import format_timestamp
 from agent.cache.store import CacheError, CredentialCache
+from agent.mqtt import (
+    TlsFiles,
+    connect_keeping_session,
+    new_client,
+    paho_reconnect_delays,
+    refusal_hint,
+    succeeded,
+)
 from agent.wire.topics import cache_resync_topic, cache_update_kind, cache_updates_filter
 
 logger = logging.getLogger(__name__)
@@ -111,8 +117,12 @@ class CacheUpdates:
         reconnect_max_s: float = 60.0,
         resync_interval_s: float = 300.0,
         on_state: Callable[[CacheState], None] | None = None,
+        tls: TlsFiles | None = None,
         configure_client: Callable[[mqtt.Client], None] | None = None,
     ) -> None:
+        """``tls`` (its files are read here) is this subscriber's own certificate: a broker that
+        ties a certificate to one client id would otherwise have the uplink and this connection
+        kick each other off. ``configure_client`` may adjust the paho client before it connects."""
         self.installer = installer
         self.cache = cache
         self._filter = cache_updates_filter(prefix, port_id)
@@ -133,15 +143,10 @@ class CacheUpdates:
         self._resyncs = 0
         self._last_resync = float("-inf")
         self._last_state: CacheState | None = None
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            manual_ack=True,
-        )
-        self._client.reconnect_delay_set(
-            min_delay=max(1, round(reconnect_min_s)), max_delay=max(1, round(reconnect_max_s))
-        )
+        # paho's own loop thread connects and reconnects this client (within these delays).
+        self._client = new_client(client_id, tls=tls, manual_ack=True)
+        min_delay, max_delay = paho_reconnect_delays(reconnect_min_s, reconnect_max_s)
+        self._client.reconnect_delay_set(min_delay=min_delay, max_delay=max_delay)
         if configure_client is not None:
             configure_client(self._client)
         self._client.on_connect = self._paho_connect
@@ -172,7 +177,7 @@ class CacheUpdates:
         reason_codes: list[ReasonCode],
         _properties: Properties | None,
     ) -> None:
-        granted = all(not code.is_failure for code in reason_codes)
+        granted = all(succeeded(code) for code in reason_codes)
         self._put(_PRIORITY_CONTROL, _Subscribed(granted))
 
     def _paho_disconnect(
@@ -198,14 +203,13 @@ class CacheUpdates:
 
     def start(self) -> None:
         """Connect (in the background, with reconnects) and start the worker."""
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = self._session_expiry_s
-        self._client.connect_async(
+        connect_keeping_session(
+            self._client,
             self._host,
             self._port,
             keepalive=self._keepalive_s,
-            clean_start=False,
-            properties=properties,
+            session_expiry_s=self._session_expiry_s,
+            background=True,
         )
         self._client.loop_start()
         self._thread.start()
@@ -245,7 +249,7 @@ class CacheUpdates:
 
     def _handle(self, event: _Event | None) -> None:
         match event:
-            case _Connected(reason) if not reason.is_failure:
+            case _Connected(reason) if succeeded(reason):
                 self._connected.set()
                 self._client.subscribe(self._filter, qos=1)
                 logger.info("cache updates connected; subscribing to %s", self._filter)
@@ -256,7 +260,9 @@ class CacheUpdates:
                     "cache updates: the broker refused the subscription to %s", self._filter
                 )
             case _Connected(reason):
-                logger.warning("cache updates connection refused: %s", reason)
+                logger.warning(
+                    "cache updates connection refused: %s%s", reason, refusal_hint(reason)
+                )
             case _Disconnected(reason):
                 self._connected.clear()
                 logger.info("cache updates disconnected: %s", reason)
