@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
-from agent.state.outbox import Outbox, OutboxError
 from agent.status import StatusBoard
 from agent.uplink.stats import FAULT_ACK_AHEAD, Counters
+from agent.uplink.store import RowStore
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +59,19 @@ class Confirmations:
 
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: RowStore,
         ack_topic: str,
         counters: Counters,
         *,
         status: StatusBoard | None,
+        storage_errors: tuple[type[Exception], ...],
         storage_failed: Callable[[str, Exception], None],
     ) -> None:
         self._outbox = outbox
         self._ack_topic = ack_topic
         self._counters = counters
         self._status = status
+        self._storage_errors = storage_errors
         self._storage_failed = storage_failed
 
     def subscribe(self, client: mqtt.Client) -> None:
@@ -81,7 +82,7 @@ class Confirmations:
         """Make rows sent but not confirmed pending again (after a reconnect); how many."""
         try:
             requeued = self._outbox.requeue_unconfirmed()
-        except (OutboxError, sqlite3.Error) as error:
+        except self._storage_errors as error:
             self._storage_failed("re-queueing unconfirmed rows", error)
             return 0
         if requeued:
@@ -104,7 +105,7 @@ class Confirmations:
         for stream, acked_seq in watermarks.items():
             try:
                 result = self._outbox.confirm(stream, acked_seq)
-            except (OutboxError, sqlite3.Error) as error:
+            except self._storage_errors as error:
                 # The watermark comes again on the next reconnect; until then rows are kept.
                 self._storage_failed("applying the acknowledgement watermark", error)
                 return removed_any

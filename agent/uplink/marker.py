@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 
-from agent.state.outbox import Outbox, OutboxError
 from agent.status import StatusBoard
 from agent.uplink.events import Marked
 from agent.uplink.stats import FAULT_OUTBOX_ERROR, Counters
+from agent.uplink.store import RowStore
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ _MARK_DELAY_S = 0.1  # ...or after this long: a crash in between only causes dup
 class _MarkerThread:
     """Marks the batches it is handed, in order, and reports each outcome (``report``)."""
 
-    def __init__(self, outbox: Outbox, report: Callable[[Marked], None]) -> None:
+    def __init__(self, outbox: RowStore, report: Callable[[Marked], None]) -> None:
         self._outbox = outbox
         self._report = report
         self._batches: queue.SimpleQueue[tuple[int, list[int]] | None] = queue.SimpleQueue()
@@ -80,11 +79,12 @@ class Marking:
 
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: RowStore,
         counters: Counters,
         *,
         status: StatusBoard | None,
         report: Callable[[Marked], None],
+        storage_errors: tuple[type[Exception], ...],
         storage_failed: Callable[[str, Exception], None],
     ) -> None:
         """``report`` is called on the marker thread with each batch's outcome: it queues it for
@@ -93,6 +93,7 @@ class Marking:
         self._counters = counters
         self._status = status
         self._report = report
+        self._storage_errors = storage_errors
         self._storage_failed = storage_failed
         self._marker: _MarkerThread | None = None  # runs while the publisher thread does
         self.acked: list[int] = []  # row ids acknowledged but not yet handed to the marker
@@ -151,7 +152,7 @@ class Marking:
         self.marking = []
         error = result.error
         if error is not None:
-            if not isinstance(error, OutboxError | sqlite3.Error):
+            if not isinstance(error, self._storage_errors):
                 raise error  # a bug, not a storage problem: fail as if it happened here
             # The rows stay unsent in the outbox and go out again later: a duplicate, never a loss.
             self._storage_failed("marking acknowledged rows sent", error)

@@ -29,7 +29,6 @@ import collections
 import logging
 import queue
 import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -38,7 +37,6 @@ from typing import Any
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.mqtt import MAX_SESSION_EXPIRY_S, ReconnectBackoff, TlsFiles
-from agent.state.outbox import Outbox, OutboxError, OutboxRow
 from agent.status import StatusBoard
 from agent.uplink.confirmation import Confirmations
 from agent.uplink.connection import Puback, UplinkConnection, tls_pending
@@ -59,6 +57,7 @@ from agent.uplink.live_sending import LiveSending
 from agent.uplink.marker import Marking
 from agent.uplink.stats import FAULT_OUTBOX_ERROR, Counters, UplinkState, UplinkStats
 from agent.uplink.stopping import SETTLE_AT_STOP_S, STOP_JOIN_GRACE_S, Stopping
+from agent.uplink.store import DEFAULT_URGENT_PRIORITY, PendingRow, RowStore
 from agent.uplink.window import SendWindow
 from agent.wire.topics import AVAILABILITY_ONLINE, Topics
 
@@ -82,11 +81,12 @@ _STORAGE_RETRY_S = 1.0  # pause after an outbox error before touching SQLite aga
 
 
 class MqttUplink:
-    """Drains an :class:`Outbox` to an MQTT v5 broker: start(), notify() after appends, stop()."""
+    """Drains a row store (the lane's outbox, :mod:`agent.uplink.store`) to an MQTT v5 broker:
+    start(), notify() after appends, stop()."""
 
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: RowStore,
         topics: Topics,
         *,
         host: str,
@@ -104,9 +104,11 @@ class MqttUplink:
         status: StatusBoard | None = None,
         status_interval_s: float = 30.0,
         on_state_change: Callable[[UplinkState], None] | None = None,
-        on_acknowledged: Callable[[OutboxRow], None] | None = None,
+        on_acknowledged: Callable[[PendingRow], None] | None = None,
         live: LiveFeed | None = None,
         rng: random.Random | None = None,
+        storage_errors: tuple[type[Exception], ...] = (Exception,),
+        urgent_priority: int = DEFAULT_URGENT_PRIORITY,
     ) -> None:
         """``reconnect_min_s``/``reconnect_max_s`` bound reconnect delays and refused-row retries.
 
@@ -118,6 +120,12 @@ class MqttUplink:
         topic (:meth:`detach_status` gives it up, for an uplink rebuilt on the same board).
         ``live`` publishes the lane's live crossing events (:mod:`agent.uplink.live_feed`) on this
         session, after the outbox's rows and within a few slots of the window.
+
+        ``storage_errors`` are what the outbox raises when its storage fails (for the lane's
+        outbox: ``OutboxError`` and ``sqlite3.Error``): logged, the ``outbox_error`` fault, a
+        retry a second later. Anything else it raises fails the publisher thread (``FAILED``);
+        the default treats every ``Exception`` as storage trouble. Rows of ``urgent_priority``
+        (the outbox's crossings) appended while others are read ahead go out first.
         """
         if not host:
             raise ValueError("host must not be empty")
@@ -143,6 +151,7 @@ class MqttUplink:
         if status_interval_s <= 0:
             raise ValueError(f"status_interval_s must be > 0, not {status_interval_s!r}")
         self._outbox = outbox
+        self._storage_errors = storage_errors
         self._poll_interval_s = poll_interval_s
         self._status = status
         self._on_state_change = on_state_change
@@ -181,6 +190,7 @@ class MqttUplink:
             self._counters,
             status=status,
             report=self._marked,
+            storage_errors=storage_errors,
             storage_failed=self._storage_failed,
         )
         self._window = SendWindow(
@@ -193,6 +203,8 @@ class MqttUplink:
             rng=rng,
             status=status,
             on_acknowledged=on_acknowledged,
+            urgent_priority=urgent_priority,
+            storage_errors=storage_errors,
             storage_failed=self._storage_failed,
         )
         self._confirmations = Confirmations(
@@ -200,6 +212,7 @@ class MqttUplink:
             topics.ack,
             self._counters,
             status=status,
+            storage_errors=storage_errors,
             storage_failed=self._storage_failed,
         )
         self._control = ControlMessages(
@@ -569,7 +582,7 @@ class MqttUplink:
     def _prune(self) -> None:
         try:
             pruned = self._outbox.prune_sent()
-        except (OutboxError, sqlite3.Error) as error:
+        except self._storage_errors as error:
             self._storage_failed("pruning sent rows", error)
             return
         if pruned:
@@ -611,7 +624,7 @@ class MqttUplink:
             return
         try:
             left = self._outbox.stats().depth
-        except (OutboxError, sqlite3.Error) as error:
+        except self._storage_errors as error:
             log.info("uplink stopped (outbox unreadable: %s)", error)
         else:
             log.info("uplink stopped; %d rows stay in the outbox for the next run", left)

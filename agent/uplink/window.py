@@ -32,7 +32,6 @@ from __future__ import annotations
 import collections
 import logging
 import random
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,11 +40,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.mqtt import FAILURE_THRESHOLD, backoff_delay
-from agent.state.outbox import PRIORITY_CROSSING, Outbox, OutboxError, OutboxRow
 from agent.status import StatusBoard
 from agent.uplink.live_feed import LiveMessage
 from agent.uplink.marker import Marking
 from agent.uplink.stats import FAULT_PUBLISH_REFUSED, Counters
+from agent.uplink.store import PendingRow, RowStore
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ class SendWindow:
 
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: RowStore,
         marks: Marking,
         counters: Counters,
         *,
@@ -82,11 +81,15 @@ class SendWindow:
         retry_max_s: float,
         rng: random.Random,
         status: StatusBoard | None,
-        on_acknowledged: Callable[[OutboxRow], None] | None,
+        on_acknowledged: Callable[[PendingRow], None] | None,
+        urgent_priority: int,
+        storage_errors: tuple[type[Exception], ...],
         storage_failed: Callable[[str, Exception], None],
     ) -> None:
-        """``retry_min_s``/``retry_max_s`` bound the back-off of refused rows; ``storage_failed``
-        reports an outbox error (the publisher pauses reading and raises the fault)."""
+        """``retry_min_s``/``retry_max_s`` bound the back-off of refused rows; rows of
+        ``urgent_priority`` appended while others are read ahead go first; ``storage_failed``
+        reports an outbox error (one of ``storage_errors``; the publisher pauses reading and raises
+        the fault)."""
         self._outbox = outbox
         self._marks = marks
         self._counters = counters
@@ -96,20 +99,22 @@ class SendWindow:
         self._rng = rng
         self._status = status
         self._on_acknowledged = on_acknowledged
+        self._urgent_priority = urgent_priority
+        self._storage_errors = storage_errors
         self._storage_failed = storage_failed
         self.cap = max_inflight
         """Messages allowed on the wire: max_inflight, or the broker's Receive Maximum if lower."""
         self.paho_window = max_inflight  # paho's max_inflight_messages for the next client
         self.client_window = max_inflight  # ...and for the current one
         self.handoff = max_inflight  # rows handed to paho at most, set at each CONNACK
-        self.rows: dict[int, OutboxRow] = {}  # by paho mid, in publish order
+        self.rows: dict[int, PendingRow] = {}  # by paho mid, in publish order
         self.control: dict[int, tuple[str, bytes]] = {}  # availability, status (topic, payload)
         self.live: dict[int, LiveMessage] = {}  # live crossing events
         self._holds: dict[int, _Hold] = {}  # by outbox row id
         # A refusal usually means the topic is refused (ACL), and Mosquitto closes the connection
         # after each refusal: the topic waits out a back-off, then one row probes it.
         self._topic_holds: dict[str, _Hold] = {}
-        self._queue: collections.deque[OutboxRow] = collections.deque()  # prefetched pending rows
+        self._queue: collections.deque[PendingRow] = collections.deque()  # prefetched pending rows
         self._outbox_may_have_more = True
         # (priority, id) of the last row read while a scan of the outbox continues batch by batch;
         # None: the next read starts from the top again (see rescan).
@@ -208,7 +213,7 @@ class SendWindow:
                 room = 1
         try:
             rows = self._outbox.pending(room, exclude_ids=excluded, exclude_topics=held_topics)
-        except (OutboxError, sqlite3.Error) as error:
+        except self._storage_errors as error:
             self._storage_failed("reading pending rows", error)
             return
         self._count_read(len(rows))
@@ -230,7 +235,7 @@ class SendWindow:
                         rows = self._outbox.pending(_PREFETCH_ROWS, after=self._scan_after)
                     else:
                         rows = self._outbox.pending(_PREFETCH_ROWS, exclude_ids=self._busy_ids())
-                except (OutboxError, sqlite3.Error) as error:
+                except self._storage_errors as error:
                     self._storage_failed("reading pending rows", error)
                     return
                 self._count_read(len(rows))
@@ -261,7 +266,7 @@ class SendWindow:
         busy.extend(self._marks.marking)
         return busy
 
-    def _publish_row(self, client: mqtt.Client, row: OutboxRow) -> None:
+    def _publish_row(self, client: mqtt.Client, row: PendingRow) -> None:
         try:
             info = client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
         except ValueError as error:
@@ -346,7 +351,7 @@ class SendWindow:
 
     def woken(self) -> None:
         """Rows were appended (``notify``): read them before the next poll."""
-        if self._queue and self._queue[0].priority > PRIORITY_CROSSING:
+        if self._queue and self._queue[0].priority > self._urgent_priority:
             # A crossing may just have been appended: it goes before the images or health rows
             # read ahead, not behind all of them.
             self._take_new_crossings()
@@ -363,9 +368,9 @@ class SendWindow:
         busy.extend(row.id for row in self._queue)
         try:
             rows = self._outbox.pending_of_priority(
-                PRIORITY_CROSSING, _WAKE_CROSSING_ROWS, exclude_ids=busy
+                self._urgent_priority, _WAKE_CROSSING_ROWS, exclude_ids=busy
             )
-        except (OutboxError, sqlite3.Error) as error:
+        except self._storage_errors as error:
             self._storage_failed("reading new crossings", error)
             return
         self._count_read(len(rows))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agent.state.outbox import Outbox, OutboxRow
+from agent.state.outbox import Outbox, OutboxError, OutboxRow
 from agent.uplink.publisher import MqttUplink, UplinkState
 from agent.wire.topics import Topics
 from firmware_bridge.link import ControllerLink, LinkMessage
@@ -18,6 +19,8 @@ from firmware_bridge.scenario import Scenario
 from firmware_bridge.simulator import ControllerSimulator
 
 FAST_RECONNECT: dict[str, Any] = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.5}
+OUTBOX_ERRORS = (OutboxError, sqlite3.Error)
+"""What the lane's outbox raises when its storage fails: the uplink's ``storage_errors``."""
 
 
 class StateRecorder:
@@ -84,6 +87,7 @@ def make_uplink(outbox: Outbox, topics: Topics) -> Iterator[UplinkFactory]:
         options: dict[str, Any] = {
             "client_id": "lane-agent-port-7-lane-3",
             "on_state_change": recorder,
+            "storage_errors": OUTBOX_ERRORS,
             **FAST_RECONNECT,
             **overrides,
         }
