@@ -22,7 +22,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.state.outbox import Outbox
-from agent.uplink.publisher import TlsFiles, UplinkState
+from agent.uplink import TlsFiles, UplinkState
 from agent.wire.topics import Topics
 from tests.support.broker import LOOPBACK, MosquittoBroker, Subscriber, wait_until
 from tests.support.pki import Identity, TestPki
@@ -188,7 +188,7 @@ def test_a_certificate_from_another_ca_never_gets_a_session_and_the_failure_is_l
         topics=LANE_A,
         tls=TlsFiles(ca.pki.ca_cert, forged.cert, forged.key),
     )
-    with caplog.at_level(logging.WARNING, logger="agent.uplink.publisher"):
+    with caplog.at_level(logging.WARNING, logger="agent.uplink"):
         uplink.start()
         recorder.wait_for(UplinkState.DISCONNECTED)
         mark = recorder.mark()

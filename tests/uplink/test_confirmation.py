@@ -1,10 +1,10 @@
-"""End-to-end confirmation and the status topic, on a real Mosquitto."""
+"""End-to-end confirmation on a real Mosquitto: central ingest's watermarks remove rows, and what
+ingest has not confirmed goes out again after a reconnect."""
 
 from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -12,7 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent.state.outbox import Outbox
 from agent.status import StatusBoard
-from agent.uplink.publisher import UplinkState
+from agent.uplink import UplinkState
 from agent.wire.topics import Topics
 from tests.support.broker import MosquittoBroker, Subscriber, wait_until
 from tests.uplink.conftest import UplinkFactory, append_crossings, seqs
@@ -91,7 +91,7 @@ def test_a_malformed_or_ahead_watermark_changes_nothing_and_ahead_raises_a_fault
     board = StatusBoard({"lane_id": "lane-3"})
     append_crossings(outbox, topics, 3)
     uplink, _ = make_uplink(mosquitto.host, mosquitto.port, status=board)
-    with caplog.at_level(logging.WARNING, logger="agent.uplink.publisher"):
+    with caplog.at_level(logging.WARNING, logger="agent.uplink"):
         uplink.start()
         wait_until(lambda: outbox.stats().depth == 0, 5, "rows sent")
         publish_watermark(mosquitto, topics.ack, b'{"acked_seq": {"crossing": "three"}}')
@@ -100,46 +100,3 @@ def test_a_malformed_or_ahead_watermark_changes_nothing_and_ahead_raises_a_fault
         wait_until(lambda: "ack_watermark_ahead" in board.active_faults(), 5, "the fault")
     assert outbox.stats().total_rows == 3
     assert outbox.stats().acked_seq == {}
-
-
-def test_status_is_retained_and_shows_the_uplink_and_faults_and_follows_changes(
-    mosquitto: MosquittoBroker, outbox: Outbox, topics: Topics, make_uplink: UplinkFactory
-) -> None:
-    board = StatusBoard({"port_id": "port-7", "lane_id": "lane-3"})
-    board.contribute("outbox", lambda: {"depth": outbox.stats().depth})
-    uplink, recorder = make_uplink(mosquitto.host, mosquitto.port, status=board)
-    uplink.start()
-    recorder.wait_for(UplinkState.CONNECTED)
-    wait_until(lambda: uplink.stats().status_published >= 1, 5, "a first status")
-    # A subscriber that comes later still gets the latest document: it is retained.
-    with Subscriber(mosquitto.host, mosquitto.port, topics.status) as subscriber:
-        first = json.loads(subscriber.wait_for(1)[0].payload)
-        assert first["uplink"]["state"] == "connected"
-        assert first["faults"] == []
-        assert subscriber.messages[0].retain
-        board.raise_fault("outbox_full", "crossings cannot be stored (cap)")
-        messages = subscriber.wait_until(
-            lambda received: any(b"outbox_full" in m.payload for m in received), 5, "the fault"
-        )
-    latest = json.loads(messages[-1].payload)
-    assert latest["last_fault"]["code"] == "outbox_full"
-    assert latest["outbox"] == {"depth": 0}
-
-
-def test_a_tls_file_that_cannot_be_read_is_logged_and_retried_not_fatal(
-    tmp_path: Path,
-    mosquitto: MosquittoBroker,
-    make_uplink: UplinkFactory,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    from agent.uplink.publisher import TlsFiles
-
-    missing = tmp_path / "nope.pem"
-    uplink, recorder = make_uplink(
-        mosquitto.host, mosquitto.port, tls=TlsFiles(missing, missing, missing)
-    )
-    with caplog.at_level(logging.WARNING, logger="agent.uplink.publisher"):
-        uplink.start()
-        recorder.wait_for(UplinkState.DISCONNECTED)
-        wait_until(lambda: "TLS files unusable" in caplog.text, 5, "the log line")
-    assert uplink.state in (UplinkState.DISCONNECTED, UplinkState.CONNECTING)
