@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -196,6 +197,31 @@ def test_a_certificate_from_another_ca_never_gets_a_session_and_the_failure_is_l
     assert UplinkState.CONNECTED not in recorder.history
     assert uplink.stats().connects == 0
     assert "uplink to 127.0.0.1" in caplog.text
+
+
+def test_a_renewed_certificate_is_used_at_the_next_reconnect_without_a_restart(
+    ca: Authority, broker: MosquittoBroker, tmp_path: Path, make_uplink: UplinkFactory
+) -> None:
+    """The lane's certificate files are replaced in place (a renewal): the running uplink, refused
+    until then, presents the new pair on its next attempt."""
+    stranger = TestPki(tmp_path / "other-ca")
+    forged = stranger.issue("port-7/lane-A", "forged")
+    cert, key = tmp_path / "lane.pem", tmp_path / "lane.key"
+    shutil.copyfile(forged.cert, cert)
+    shutil.copyfile(forged.key, key)
+    uplink, recorder = make_uplink(
+        broker.host,
+        broker.port,
+        topics=LANE_A,
+        client_id="lane-port-7-lane-A",
+        tls=TlsFiles(ca.pki.ca_cert, cert, key),
+    )
+    uplink.start()
+    recorder.wait_for(UplinkState.DISCONNECTED)
+    shutil.copyfile(ca.lane_a.cert, cert)
+    shutil.copyfile(ca.lane_a.key, key)
+    recorder.wait_for(UplinkState.CONNECTED)
+    assert uplink.stats().connects == 1
 
 
 def test_the_lane_agent_delivers_over_mutual_tls_and_applies_the_ingest_watermark(

@@ -13,11 +13,10 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from agent.state.outbox import Outbox
 from agent.status import StatusBoard
 from agent.uplink import UplinkState
+from agent.uplink.confirmation import parse_watermarks
 from agent.wire.topics import Topics
 from tests.support.broker import MosquittoBroker, Subscriber, wait_until
 from tests.uplink.conftest import UplinkFactory, append_crossings, seqs
-
-pytestmark = pytest.mark.broker
 
 
 def publish_watermark(broker: MosquittoBroker, topic: str, payload: bytes) -> None:
@@ -36,6 +35,7 @@ def ack(seq: int) -> bytes:
     return json.dumps({"acked_seq": {"crossing": seq}}).encode()
 
 
+@pytest.mark.broker
 def test_a_watermark_from_ingest_removes_the_confirmed_rows_and_keeps_the_others(
     mosquitto: MosquittoBroker, outbox: Outbox, topics: Topics, make_uplink: UplinkFactory
 ) -> None:
@@ -52,6 +52,7 @@ def test_a_watermark_from_ingest_removes_the_confirmed_rows_and_keeps_the_others
     assert uplink.stats().confirmed == 7
 
 
+@pytest.mark.broker
 def test_after_a_reconnect_rows_above_the_watermark_are_sent_again_and_none_below(
     mosquitto: MosquittoBroker, outbox: Outbox, topics: Topics, make_uplink: UplinkFactory
 ) -> None:
@@ -81,6 +82,7 @@ def test_after_a_reconnect_rows_above_the_watermark_are_sent_again_and_none_belo
     assert (stats.requeued, stats.published) == (2, 8)
 
 
+@pytest.mark.broker
 def test_a_malformed_or_ahead_watermark_changes_nothing_and_ahead_raises_a_fault(
     mosquitto: MosquittoBroker,
     outbox: Outbox,
@@ -100,3 +102,32 @@ def test_a_malformed_or_ahead_watermark_changes_nothing_and_ahead_raises_a_fault
         wait_until(lambda: "ack_watermark_ahead" in board.active_faults(), 5, "the fault")
     assert outbox.stats().total_rows == 3
     assert outbox.stats().acked_seq == {}
+
+
+def test_a_watermark_document_gives_the_acknowledged_seq_of_each_stream() -> None:
+    payload = b'{"acked_seq": {"crossing": 42, "health": 0}, "updated_at": "2026-11-28T07:00:00Z"}'
+    assert parse_watermarks(payload) == {"crossing": 42, "health": 0}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"not json",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b"{}",
+        b'{"acked_seq": {}}',
+        b'{"acked_seq": [42]}',
+        b'{"acked_seq": {"crossing": "42"}}',
+        b'{"acked_seq": {"crossing": 4.2}}',
+        b'{"acked_seq": {"crossing": -1}}',
+        b'{"acked_seq": {"crossing": true}}',
+        b'{"acked_seq": {"": 3}}',
+        b'{"acked_seq": {"crossing": 1, "health": null}}',
+        b'{"acked_seq": {"crossing": 1}, "pad": "' + b"x" * 5000 + b'"}',
+    ],
+)
+def test_anything_else_is_not_a_watermark_and_changes_nothing(payload: bytes) -> None:
+    """One bad stream spoils the document: applying the others could hide a mixed-up ingest."""
+    assert parse_watermarks(payload) is None
