@@ -31,6 +31,7 @@ import select
 import sqlite3
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -41,14 +42,19 @@ import paho.mqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent.state.outbox import Outbox, OutboxRow
-from agent.uplink.publisher import MqttUplink, UplinkState
-from agent.wire.topics import Topics
-from tests.support.broker import MosquittoBroker
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script too, not only with -m
+
+from agent.state.outbox import Outbox, OutboxError  # noqa: E402
+from agent.uplink import MqttUplink, UplinkState  # noqa: E402
+from agent.uplink.store import PendingRow  # noqa: E402
+from agent.wire.topics import Topics  # noqa: E402
+from tests.support.broker import MosquittoBroker  # noqa: E402
 
 TOPICS = Topics("lane-agent/v1", "BENCH", "L01")
 PAYLOAD_BYTES = 1200  # a crossing event with two cards is about this size
 MAX_INFLIGHT = 20
+OUTBOX_ERRORS = (OutboxError, sqlite3.Error)  # the outbox's storage errors, as the service wires it
 
 
 def payload(seq: int) -> bytes:
@@ -213,7 +219,7 @@ def drain(broker: MosquittoBroker, workdir: Path, count: int, name: str) -> tupl
         if state is UplinkState.CONNECTED:
             from_connack.start()
 
-    def on_acknowledged(_row: OutboxRow) -> None:
+    def on_acknowledged(_row: PendingRow) -> None:
         acked[0] += 1
         if acked[0] >= count:
             all_acked.set()
@@ -227,6 +233,7 @@ def drain(broker: MosquittoBroker, workdir: Path, count: int, name: str) -> tupl
         max_inflight=MAX_INFLIGHT,
         on_state_change=on_state_change,
         on_acknowledged=on_acknowledged,
+        storage_errors=OUTBOX_ERRORS,
     )
     started = time.perf_counter()
     uplink.start()
@@ -253,7 +260,7 @@ def latency_uplink(broker: MosquittoBroker, workdir: Path, count: int, gap_s: fl
     acked: dict[int, float] = {}
     condition = threading.Condition()
 
-    def on_acknowledged(row: OutboxRow) -> None:
+    def on_acknowledged(row: PendingRow) -> None:
         with condition:
             acked[row.id] = time.perf_counter()
             condition.notify_all()
@@ -272,6 +279,7 @@ def latency_uplink(broker: MosquittoBroker, workdir: Path, count: int, gap_s: fl
         client_id="bench-latency",
         on_state_change=on_state_change,
         on_acknowledged=on_acknowledged,
+        storage_errors=OUTBOX_ERRORS,
     )
     uplink.start()
     connected.wait(10)
