@@ -115,6 +115,7 @@ case "$cmd" in
         "$VENV/bin/ruff" check .
         "$VENV/bin/ruff" format --check .
         "$VENV/bin/mypy"
+        "$VENV/bin/lint-imports" --no-cache
         exec "$VENV/bin/pytest" "$@"
         ;;
     central-demo)

@@ -13,10 +13,14 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from agent import __version__
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
 
 EX_OK = 0
 EX_USAGE = 64
@@ -111,9 +115,18 @@ def config_check(file: Path) -> None:
     programs = ",".join(p.value for p in lane.allowed_programs)
     click.echo(
         f"{file}: ok: lane {lane.port_id}/{lane.lane_id} {lane.lane_type.value} "
-        f"programs={programs} controller={cfg.controller.device} "
+        f"programs={programs} reader={_reader_summary(cfg)} "
         f"broker={cfg.mqtt.host}:{cfg.mqtt.port} client_id={cfg.mqtt_client_id}"
     )
+
+
+def _reader_summary(cfg: AgentConfig) -> str:
+    from agent.config import LlrpReaderConfig
+
+    reader = cfg.reader
+    if isinstance(reader, LlrpReaderConfig):
+        return f"llrp:{reader.host}:{reader.port}"
+    return f"lane_controller:{reader.device}"
 
 
 def _print_problems(exc: Exception) -> None:
@@ -273,8 +286,47 @@ def cache_stats(config_path: Path, db_path: Path | None) -> None:
     help="Write the scenario's truth here as JSON once it starts: each vehicle's cards and "
     "when it was at the booth on the agent's clock (docs/scenarios.md).",
 )
-def simulate(scenario_path: Path, speed: float, truth_path: Path | None) -> None:
-    """Play a lane controller on a pseudo-terminal; prints its device path first."""
+@click.option(
+    "--reader",
+    "family",
+    type=click.Choice(["lane_controller", "llrp"]),
+    default="lane_controller",
+    show_default=True,
+    help="Play the scenario as the lane controller on a pseudo-terminal (prints its device "
+    "path), or as an LLRP reader on a loopback TCP port (prints host:port).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="LLRP only: the TCP port on 127.0.0.1 (0: a free one).",
+)
+@click.option(
+    "--timestamps",
+    type=click.Choice(["utc", "uptime", "both"]),
+    default="both",
+    show_default=True,
+    help="LLRP only: which reader clocks stamp reads and events.",
+)
+def simulate(
+    scenario_path: Path,
+    speed: float,
+    truth_path: Path | None,
+    family: str,
+    port: int,
+    timestamps: str,
+) -> None:
+    """Play a lane's reader from a scenario: the lane controller on a pseudo-terminal, or an LLRP
+    reader on a loopback port (loop n on GPI n); prints where to connect first."""
+    if family == "llrp":
+        from llrp.emulator import main as run_llrp_emulator
+
+        argv = [str(scenario_path), "--speed", str(speed), "--port", str(port)]
+        argv += ["--timestamps", timestamps]
+        if truth_path is not None:
+            argv += ["--truth", str(truth_path)]
+        sys.exit(run_llrp_emulator(argv))
     from firmware_bridge.simulator import run_simulator_cli
 
     sys.exit(run_simulator_cli(scenario_path, speed, sys.stdout, truth_path=truth_path))
@@ -348,12 +400,20 @@ def scenarios_list() -> None:
     default=None,
     help="Keep the demo's cache, outbox and broker log here (default: a temp dir).",
 )
-def demo(vehicles: int, speed: float, seed: int | None, workdir: Path | None) -> None:
+@click.option(
+    "--reader",
+    type=click.Choice(["lane_controller", "llrp"]),
+    default="lane_controller",
+    show_default=True,
+    help="Simulate the lane controller on a pseudo-terminal, or an LLRP reader on loopback.",
+)
+def demo(vehicles: int, speed: float, seed: int | None, workdir: Path | None, reader: str) -> None:
     """The agent's main job on simulated lane hardware, end to end.
 
-    Starts a simulated lane controller on a pseudo-terminal, a private Mosquitto on a free
-    loopback port, a demo credential cache and the agent, then prints each crossing as
-    central operations receive it and exits after VEHICLES crossings.
+    Starts a simulated lane controller on a pseudo-terminal (or an LLRP reader on a loopback
+    port), a private Mosquitto on a free loopback port, a demo credential cache and the agent,
+    then prints each vehicle as the booth sees it and each crossing as central operations
+    receive it, and exits after VEHICLES crossings.
     """
     from agent.dev.demo import run_demo
     from agent.logs import configure_logging
@@ -361,7 +421,16 @@ def demo(vehicles: int, speed: float, seed: int | None, workdir: Path | None) ->
     # The demo prints crossings on stdout; the agent's own log shows only trouble.
     configure_logging("WARNING", "text")
 
-    sys.exit(run_demo(vehicles=vehicles, speed=speed, seed=seed, workdir=workdir, out=sys.stdout))
+    sys.exit(
+        run_demo(
+            vehicles=vehicles,
+            speed=speed,
+            seed=seed,
+            workdir=workdir,
+            out=sys.stdout,
+            reader=reader,
+        )
+    )
 
 
 from agent.cli_central import bundle, keys  # noqa: E402 - the central tools, registered last

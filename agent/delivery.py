@@ -6,7 +6,7 @@ keeps the wiring of the fail-safe rules in one place:
 
 * a damaged outbox is moved aside and replaced (``outbox_replaced`` fault, stays raised for the run);
 * a crossing the outbox cannot store is held in memory and retried; meanwhile the ``outbox_full``
-  fault is raised and the lane controller is told to show ``MANUAL`` (fall back to manual
+  fault is raised and the reader is told to show ``MANUAL`` (fall back to manual
   processing). When every held crossing is stored the fault clears and the signal goes back to
   ``OFF``: the agent never drives the lane signal except for this fall-back, and ``OFF`` (no
   indication from the agent) is what it showed before;
@@ -32,22 +32,34 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from agent.config import AgentConfig
+from agent.lane.policy import Decision
+from agent.readers.base import LaneSignal
 from agent.state.holding import CrossingCommitter, PendingRecord
 from agent.state.journal import InputJournal
-from agent.state.outbox import Outbox, OutboxFullError, OutboxRow, open_outbox
+from agent.state.outbox import (
+    PRIORITY_CROSSING,
+    PRIORITY_IMAGE,
+    Outbox,
+    OutboxError,
+    OutboxFullError,
+    OutboxRow,
+    open_outbox,
+)
 from agent.status import StatusBoard
 from agent.uplink.live_feed import LiveFeed
 from agent.uplink.publisher import MqttUplink, TlsFiles, UplinkState
+from agent.wire.crossing_event import plate_image
 from agent.wire.topics import Topics
-from firmware_bridge.codec import SignalState
 
 log = logging.getLogger(__name__)
 
+IMAGE_STREAM = "plate-image"
+"""The outbox stream of plate crops (numbered apart from the crossings)."""
 FAULT_OUTBOX_FULL = "outbox_full"
 FAULT_OUTBOX_REPLACED = "outbox_replaced"
 FAULT_JOURNAL_UNAVAILABLE = "journal_unavailable"
-FAILSAFE_SIGNAL = SignalState.MANUAL
-NORMAL_SIGNAL = SignalState.OFF
+FAILSAFE_SIGNAL = LaneSignal.MANUAL
+NORMAL_SIGNAL = LaneSignal.OFF
 UPLINK_REBUILDS = 3
 """In-process rebuilds of a failed uplink within ``UPLINK_REBUILD_WINDOW_S`` before giving up."""
 UPLINK_REBUILD_WINDOW_S = 600.0
@@ -56,9 +68,9 @@ UPLINK_REBUILD_BACKOFF_S = 1.0
 
 
 class SignalSink(Protocol):
-    """What the fail-safe needs from the lane controller link."""
+    """What the fail-safe needs from the reader (agent/readers/base.py)."""
 
-    def set_signal(self, state: SignalState) -> None: ...
+    def set_signal(self, signal: LaneSignal) -> None: ...
 
 
 class Delivery:
@@ -90,7 +102,7 @@ class Delivery:
         self.board = board
         self.topics = topics
         self._signal: SignalSink | None = None
-        self._requested_signal: SignalState | None = None
+        self._requested_signal: LaneSignal | None = None
         self.journal = InputJournal(outbox)
         self._journal_failing = False
         self.committer = CrossingCommitter(
@@ -162,12 +174,16 @@ class Delivery:
                 status_interval_s=mqtt.status_interval_s,
                 on_state_change=on_state_change,
                 live=live,
+                # An outbox error is retried (outbox_error fault); anything else is a bug that
+                # fails the publisher thread, which is then rebuilt.
+                storage_errors=(OutboxError, sqlite3.Error),
+                urgent_priority=PRIORITY_CROSSING,
             )
 
         return cls(outbox, make_uplink(), board, topics, rebuild_uplink=make_uplink, live=live)
 
     def attach_signal(self, signal: SignalSink) -> None:
-        """The lane controller link that gets the fall-back signal (set before the first commit)."""
+        """The reader that shows the fall-back signal (set before the first commit)."""
         self._signal = signal
 
     def commit(
@@ -184,6 +200,26 @@ class Delivery:
         return self.committer.submit(
             PendingRecord(self.topics.crossing, build_payload, in_transaction=in_transaction)
         )
+
+    def store_plate_image(self, decision: Decision) -> bool:
+        """Queue the plate crop of a committed crossing behind the crossings; True when one was
+        stored. The image is evidence, not the record: when the outbox is full or failing the
+        crossing has been stored already, and losing its image must not disturb the lane."""
+        jpeg = plate_image(decision)
+        if jpeg is None:
+            return False
+        try:
+            self.outbox.append(
+                topic=self.topics.plate_image,
+                build_payload=lambda _seq: jpeg,
+                stream=IMAGE_STREAM,
+                priority=PRIORITY_IMAGE,
+            )
+        except OutboxError as exc:
+            log.warning("plate image not stored: %s", exc)
+            return False
+        self.uplink.notify()  # the uplink of now: a failed one is rebuilt
+        return True
 
     def journal_failed(self, detail: str) -> None:
         """From the engine thread: an input could not be journalled and lives in memory only."""
@@ -299,16 +335,16 @@ class Delivery:
             return
         self._set_signal(wanted)
 
-    def _set_signal(self, state: SignalState) -> None:
+    def _set_signal(self, state: LaneSignal) -> None:
         self._requested_signal = state
         if self._signal is None:
-            log.error("no lane controller to show %s on", state.name)
+            log.error("no reader to show %s on", state.name)
             return
         try:
             self._signal.set_signal(state)
         except Exception:
             # The link may be closing; the fault on the status topic still tells central.
-            log.exception("could not ask the lane controller for %s", state.name)
+            log.exception("could not ask the reader for %s", state.name)
         else:
             log.warning("lane signal %s requested (outbox fail-safe)", state.name)
 

@@ -2,7 +2,9 @@
 
 Threads and who owns what:
 
-* the controller link's reader thread owns the serial port and only enqueues messages;
+* the reader family's thread (:mod:`agent.readers`: the lane controller on its serial port, or an
+  LLRP reader over TCP) owns the device; it journals each input through the service's sink and
+  enqueues it;
 * the uplink's publisher thread owns the MQTT session: it drives paho's socket itself, reads the
   outbox and hands acknowledged rows to a small marker thread that marks them sent; paho
   callbacks only record what happened;
@@ -13,20 +15,18 @@ Threads and who owns what:
 A crossing therefore exists on disk before anyone hears of it, and nothing but the engine
 thread ever touches lane state.
 
-Before that, every tag read and loop edge is journalled (``agent/state/journal.py``) by the link
-thread before the controller gets its ACK, stamped with the time it arrived, and goes to the
-engine with its journal id. Each committed crossing clears, in its own transaction, the journal
+Before that, every tag read and loop edge is journalled (``agent/state/journal.py``) on the
+reader's thread before the device gets its ACK, stamped in lane time, and goes to the engine
+with its journal id. Each committed crossing clears, in its own transaction, the journal
 rows the engine had applied when it closed, together with a checkpoint of the engine's state. At
 start the engine is restored from the last checkpoint and the rows after it are replayed with
 their original times, before the link opens: the vehicle that was at the booth when the agent
 died is back, and crossings the replay closes that were stored before are recognised by their
 number and not stored again.
 
-Every controller input is stamped in lane time (:mod:`agent.lane.clock`): the controller's own
-timestamp, mapped per controller boot, never the time it happened to arrive. The link thread
-feeds the controller clock with each HELLO and HEARTBEAT and maps each event before journalling
-it; an event of a boot with no heartbeat yet is deferred (the link offers it again, the
-controller keeps resending it). Time passing on a quiet lane is lane time too
+Every input is stamped in lane time (:mod:`agent.lane.clock`): the device's own timestamp,
+mapped per device boot by the reader family, never the time it happened to arrive; an input of
+a boot with no time base yet is deferred by the family (the lane controller keeps resending it). Time passing on a quiet lane is lane time too
 (:meth:`~agent.lane.clock.ControllerClock.lane_now`): it stands still while the controller is not
 heard and while it drains a backlog, so a restart or a cable pull is no idle time at the booth:
 the controller's buffered events, resent, say what happened when. Without a controller no input
@@ -50,7 +50,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -59,19 +59,12 @@ from agent.cache import CredentialCache
 from agent.cache.channel import CacheChannel
 from agent.config import AgentConfig
 from agent.delivery import Delivery
-from agent.lane.clock import ClockFault, ClockNotSynced, ControllerClock
 from agent.lane.correlator import LoopFault
 from agent.lane.engine import LaneEngine
-from agent.lane.events import (
-    LaneInput,
-    LoopChanged,
-    PlateSeen,
-    TagRead,
-    Tick,
-    VisionChanged,
-)
+from agent.lane.events import LaneInput, LoopChanged, PlateSeen, TagRead, Tick, VisionChanged
 from agent.lane.policy import Decision
 from agent.live_publisher import LiveCrossingPublisher
+from agent.readers import LaneReader, ReaderInput, open_reader
 from agent.sdnotify import SystemdNotifier
 from agent.state.journal import (
     ClosedCrossing,
@@ -84,20 +77,6 @@ from agent.uplink.publisher import UplinkState
 from agent.wire.crossing_event import LaneIdentity, build_crossing_event, encode, uuid7
 from agent.wire.live_event import crossing_id
 from agent.wire.topics import Topics
-from firmware_bridge import codec
-from firmware_bridge.link import (
-    ControllerEvent,
-    ControllerLink,
-    EventDeferred,
-    EventOrigin,
-    LinkDown,
-    LinkDownReason,
-    LinkMessage,
-    LinkStats,
-    LinkUp,
-    SignalAcked,
-    SignalFailed,
-)
 
 if TYPE_CHECKING:
     from agent.vision.capture import FrameSource
@@ -114,7 +93,7 @@ STATUS_REFRESH_S = 1.0
 EXIT_UPLINK_FAILED = 70
 """Exit status (EX_SOFTWARE) when the uplink's publisher thread failed: systemd restarts us."""
 EXIT_LINK_FAILED = 70
-"""Exit status (EX_SOFTWARE) when the controller link's thread ended: systemd restarts us."""
+"""Exit status (EX_SOFTWARE) when the reader's thread ended: systemd restarts us."""
 LIVE_MIN_GAP_S = 0.005
 LIVE_SHARE = 0.1
 """The open crossing is re-judged for the booth's live view after inputs or ticks, at least
@@ -127,16 +106,13 @@ IDLE_CHECKPOINT_S = 10.0
 the journal stays short during a long stay at the booth or a burst of dropped reads."""
 
 
-_LANE_FAULT_CODES = (
-    *(fault.value for fault in ClockFault),
-    *(fault.value for fault in LoopFault),
-)
-"""Faults the lane raises itself, from the controller's clock and the presence loop."""
+_LOOP_FAULT_CODES = tuple(fault.value for fault in LoopFault)
+"""Faults the lane raises itself from the presence loop (the reader raises its own)."""
 
 
 @dataclass(frozen=True, slots=True)
 class ControllerInput:
-    """A tag read or loop edge from the controller, on its way from the link thread to the engine.
+    """A tag read or loop edge from the reader, on its way from the reader's thread to the engine.
 
     ``journal_id`` is its input-journal row; None when it could not be journalled
     (``journal_error`` says why) and lives in memory only.
@@ -161,8 +137,6 @@ class ServiceCounters:
     crossings: int = 0
     tag_reads: int = 0
     loop_events: int = 0
-    controller_faults: int = 0
-    link_downs: int = 0
     replayed_inputs: int = 0
     """Journalled inputs replayed at start (the vehicle at the booth when the agent stopped)."""
     replayed_already_stored: int = 0
@@ -171,7 +145,7 @@ class ServiceCounters:
 
 
 class LaneService:
-    """One lane: controller link → lane engine → outbox → MQTT uplink."""
+    """One lane: reader → lane engine → outbox → MQTT uplink."""
 
     def __init__(
         self,
@@ -189,17 +163,14 @@ class LaneService:
         self.counters = ServiceCounters()
         self.inbox: queue.Queue[object] = queue.Queue()
         self.ready = threading.Event()
-        self._link: ControllerLink | None = None
-        self.controller_clock = ControllerClock(config.controller.clock_settings())
-        """Lane time: the controller's clock (link thread writes, engine thread reads; both
-        under ``_clock_lock``)."""
-        self._clock_lock = threading.Lock()
+        self.reader: LaneReader | None = None
+        """The reader family (None until ``run``): inputs, lane time, the lane signal."""
         self.live: LiveCrossingPublisher | None = None
         """Live crossing events for the booth (None until ``run``, or with ``live.enabled`` off)."""
         self._restored_open = False
         """A crossing open at the last stop was restored and no heartbeat has been heard since."""
         self._inputs_in_transit = 0
-        """Link thread writes: inputs being journalled, not yet in the inbox. While any is, the
+        """Reader thread writes: inputs being journalled, not yet in the inbox. While any is, the
         engine applies no tick (the tick could overtake it); its arrival wakes the engine."""
         self._journal_recovering = False
         """Engine thread: an input was journalled again while the journal fault is raised."""
@@ -231,13 +202,12 @@ class LaneService:
         self.delivery = delivery
         delivery.board.contribute("cache", cache_channel.status)  # version, age, refusals
         outbox, journal = delivery.outbox, delivery.journal
-        correlation, lane_policy = config.lane.correlation_settings(), config.lane.policy()
+        correlation, lane_policy = config.correlation_settings(), config.lane_policy()
         plates = None
         if config.camera.enabled:
             # cv2 and onnxruntime load only in a lane with a camera (docs/vision.md).
             from agent.vision.pipeline import build_plate_pipeline
 
-            correlation, lane_policy = config.vision.with_plates(correlation, lane_policy)
             plates = build_plate_pipeline(
                 config,
                 self.inbox.put_nowait,
@@ -253,7 +223,7 @@ class LaneService:
         def make_engine(state: dict[str, Any] | None) -> LaneEngine:
             return LaneEngine(
                 correlation,
-                cache_channel.policy(lane_policy),
+                lane_policy,
                 cache.lookup,
                 cache_fresh_at,
                 state=state,
@@ -261,6 +231,15 @@ class LaneService:
 
         # The engine as the journal left it: the last checkpoint, inputs after it still to replay.
         lane = JournalledEngine(journal, make_engine)
+        reader = open_reader(
+            config.reader,
+            lambda inputs, resume, clock_state: self._take_inputs(
+                journal, inputs, resume, clock_state
+            ),
+            resume=lane.resume,
+            clock_state=lane.recovery.clock,
+        )
+        self.reader = reader
         live = (
             None
             if delivery.live is None
@@ -269,40 +248,25 @@ class LaneService:
             )
         )
         self.live = live
-        try:
-            self.controller_clock = ControllerClock.restore(
-                lane.recovery.clock, config.controller.clock_settings()
-            )
-        except ValueError as error:
-            logger.error("controller clock state not restorable (%s); mapping afresh", error)
-        delivery.board.contribute("controller_clock", self._clock_status)
+        delivery.board.contribute("reader", reader.status)
+        delivery.board.contribute("controller_clock", lambda: reader.clock_status(self.clock()))
         delivery.board.contribute("correlation", lambda: self._lane_status(lane))
-        link = ControllerLink(
-            config.controller.device,
-            on_message=lambda message: self._link_message(journal, message),
-            on_event=lambda event, origin: self._journal_event(journal, event, origin),
-            resume=lane.resume,
-            baudrate=config.controller.baudrate,
-            ping_interval_s=config.controller.ping_interval_s,
-            silence_timeout_s=config.controller.silence_timeout_s,
-            signal_retry_interval_s=config.controller.signal_ack_timeout_s,
-        )
-        self._link = link
-        delivery.attach_signal(link)
+        delivery.attach_signal(reader)
         # meta() reads a few rows; stats() would count 15 M credentials at every start.
         logger.info(
-            "lane %s/%s (%s) starting: cache data version %s, %d events waiting in outbox",
+            "lane %s/%s (%s, reader %s) starting: cache data version %s, %d events waiting in "
+            "outbox",
             config.lane.port_id,
             config.lane.lane_id,
             config.lane.lane_type.value,
+            reader.family,
             cache.meta().get("data_version", "none"),
             outbox.stats().depth,
         )
 
         def commit(closed: ClosedCrossing) -> None:
             decision = closed.decision
-            with self._clock_lock:
-                to_wall = self.controller_clock.to_wall
+            to_wall = reader.to_wall
             if lane.already_stored(closed):
                 self.counters.replayed_already_stored += 1
                 logger.info(
@@ -339,8 +303,8 @@ class LaneService:
             if row is None:  # held in memory until the outbox takes it; the lane is on manual
                 logger.error("crossing %s held: the outbox cannot store it", event_id)
                 return
-            if plates is not None and plates.store_image(outbox, self.topics, decision):
-                delivery.uplink.notify()  # the uplink of now: a failed one is rebuilt
+            if plates is not None:
+                delivery.store_plate_image(decision)
             logger.info(
                 "crossing seq=%d %s reasons=%s cards=%d closed_by=%s",
                 row.seq,
@@ -366,7 +330,7 @@ class LaneService:
                 if self._restored_open:
                     live.resume(lane.engine.closed_count + 1)
                 self._refresh_live(lane)
-            link.start()
+            reader.start()
             if plates is not None:
                 plates.start()
             self.notifier.ready(f"lane {config.lane.port_id}/{config.lane.lane_id} running")
@@ -376,16 +340,19 @@ class LaneService:
             self.notifier.stopping()
             if plates is not None:
                 plates.stop()
-            link.close()
-            # Inputs that arrived before the link closed still belong to vehicles: apply them.
+            reader.close()
+            # Inputs that arrived before the reader closed still belong to vehicles: apply them.
             self._drain(lane, commit)
             if self._keeps_open_crossing(lane):
                 logger.info(
                     "the crossing at the booth stays in the input journal: the next start "
-                    "restores it and the controller's resent events continue it"
+                    "restores it and the reader's later inputs continue it"
                 )
             else:
-                for closed in lane.shutdown(self.clock()):
+                # Closed as of lane time now (the device's clock), like every other close.
+                lane_now = self._lane_now()
+                at = lane.now(lane_now) if lane_now is not None else lane.last_input_at
+                for closed in lane.shutdown(at if at != float("-inf") else self.clock()):
                     commit(closed)
                 self._refresh_live(lane)
             self._store_clock(lane)
@@ -406,21 +373,16 @@ class LaneService:
         """Leave the open crossing in the journal at this stop instead of closing it (SHUTDOWN).
 
         When the agent stops to be restarted (an adapter failed), or still holds a restored
-        crossing the controller never got to continue, the next start restores it and the
-        controller, same boot, resends the rest: closing it now would make the vehicle's later
-        reads a second crossing. A plain stop (SIGTERM) closes and stores it: a stop may be
+        crossing the reader never got to continue, the next start restores it and the device,
+        same boot, resends the rest: closing it now would make the vehicle's later reads a
+        second crossing. A plain stop (SIGTERM) closes and stores it: a stop may be
         for good, and central must not depend on a next start to hear of a vehicle. Inputs
         held in memory only (the journal failed) cannot be restored: then it is closed anyway.
         """
         if lane.memory_only or not lane.engine.correlator.has_open_crossing:
             return False
-        with self._clock_lock:
-            unheard = not self.controller_clock.anchored
+        unheard = self.reader is None or not self.reader.time_known()
         return bool(self._exit_status) or (self._restored_open and unheard)
-
-    def link_stats(self) -> LinkStats | None:
-        """Serial link counters (frames, CRC errors, duplicates…); None before ``run``."""
-        return self._link.stats() if self._link else None
 
     def _loop(
         self,
@@ -435,7 +397,7 @@ class LaneService:
         next_status = time.monotonic()
         next_live = time.monotonic()
         live_due = False
-        link = self._link
+        reader = self.reader
         while not stop.is_set() and not self._exit_status:
             wait = self._wait_s(lane, tick)
             if live_due:
@@ -457,10 +419,10 @@ class LaneService:
                 live_due = False
             self._settle_journal(lane)
             self.delivery.tick()
-            if link is not None and not link.is_running and not self._exit_status:
-                # Its thread logged why it ended; no controller input would arrive any more and
-                # the engine clock would stand still: stop for a restart.
-                logger.error("controller link thread ended; stopping for a restart")
+            if reader is not None and not reader.is_running and not self._exit_status:
+                # Its thread logged why it ended; no input would arrive any more and lane time
+                # would stand still: stop for a restart.
+                logger.error("reader thread ended; stopping for a restart")
                 self._exit_status = EXIT_LINK_FAILED
             if time.monotonic() >= next_checkpoint:
                 next_checkpoint = time.monotonic() + IDLE_CHECKPOINT_S
@@ -495,88 +457,30 @@ class LaneService:
             self._journal_recovering = False
             self.delivery.journal_recovered()
 
-    def _link_message(self, journal: InputJournal, message: LinkMessage) -> None:
-        """Link thread: keep the controller clock current, then enqueue the message."""
-        if isinstance(message, LinkUp):
-            boot_id = message.hello.boot_id
-            with self._clock_lock:
-                previous = self.controller_clock.boot_id
-                self.controller_clock.on_hello(boot_id)
-            if previous is not None and previous != boot_id:
-                logger.info(
-                    "controller restarted (boot %08x, was %08x): what it had not delivered is "
-                    "lost; lane time goes on from its new clock",
-                    boot_id,
-                    previous,
-                )
-        elif isinstance(message, codec.Heartbeat):
-            with self._clock_lock:
-                self.controller_clock.on_heartbeat(
-                    message.uptime_ms, self.clock(), message.events_pending
-                )
-        self.inbox.put_nowait(message)
-
-    def _journal_event(
-        self, journal: InputJournal, event: ControllerEvent, origin: EventOrigin | None
-    ) -> None:
-        """Link thread: journal a tag read or loop edge, then enqueue it; the link ACKs after.
-
-        It is stamped in lane time. An event of a controller boot whose clock is not known yet
-        is deferred (EventDeferred: kept by the link, resent by the controller, not ACKed). An
-        input that cannot be journalled still goes to the engine (the lane keeps working on it
-        from memory, on manual processing) rather than stopping the lane.
-        """
-        if isinstance(event, codec.Fault):
-            self.inbox.put_nowait(event)  # a controller fault: logged, not a lane input
-            return
-        self._inputs_in_transit += 1
-        try:
-            self._journal_controller_event(journal, event, origin)
-        finally:
-            self._inputs_in_transit -= 1
-
-    def _journal_controller_event(
-        self, journal: InputJournal, event: codec.TagRead | codec.Loop, origin: EventOrigin | None
-    ) -> None:
-        received_at = self.clock()
-        with self._clock_lock:
-            clock = self.controller_clock
-            boot_id = origin.boot_id if origin is not None else clock.boot_id
-            try:
-                at = (
-                    received_at
-                    if boot_id is None  # an orphan of a boot never mapped: its arrival time
-                    else clock.lane_time(boot_id, event.timestamp_ms, received_at)
-                )
-            except ClockNotSynced as waiting:
-                raise EventDeferred(str(waiting)) from None
-            clock_state = clock.export_state()
-        lane_input: JournalInput
-        if isinstance(event, codec.TagRead):
-            lane_input = TagRead(
-                at=at,
-                epc=event.epc_hex,
-                antenna=event.antenna,
-                rssi_dbm=event.rssi_deci_dbm / 10.0,
-                tid=event.tid.hex().upper() if event.tid else None,
-            )
-        else:
-            lane_input = LoopChanged(at=at, loop_id=event.loop_id, occupied=event.occupied)
-        self._journal_input(journal, lane_input, origin, clock_state)
-
-    def _journal_input(
+    def _take_inputs(
         self,
         journal: InputJournal,
-        lane_input: JournalInput,
-        origin: EventOrigin | None,
+        inputs: Sequence[ReaderInput],
+        resume: str | None,
         clock_state: dict[str, Any] | None,
     ) -> None:
+        """Reader thread (the family's sink): journal tag reads and loop edges, then enqueue
+        them; the reader acknowledges them to its device after this returns.
+
+        Inputs that cannot be journalled still go to the engine (the lane keeps working on them
+        from memory, on manual processing) rather than stopping the lane.
+        """
+        self._inputs_in_transit += 1
         try:
-            journal_id = journal.append(lane_input, origin, clock_state)
-        except JournalError as error:
-            self.inbox.put_nowait(ControllerInput(lane_input, None, error.detail))
-            return
-        self.inbox.put_nowait(ControllerInput(lane_input, journal_id))
+            try:
+                ids: list[int | None] = list(journal.append_many(inputs, resume, clock_state))
+                error = ""
+            except JournalError as failed:
+                ids, error = [None] * len(inputs), failed.detail
+            for lane_input, journal_id in zip(inputs, ids, strict=True):
+                self.inbox.put_nowait(ControllerInput(lane_input, journal_id, error))
+        finally:
+            self._inputs_in_transit -= 1
 
     def _apply(self, lane: JournalledEngine, item: object) -> list[ClosedCrossing]:
         if isinstance(item, ControllerInput):
@@ -592,10 +496,9 @@ class LaneService:
                 # _settle_journal has stored a checkpoint that covers them.
                 self._journal_recovering = True
             return lane.handle(item.lane_input, item.journal_id)
-        # Engine-thread times are lane time, TICK_LAG_S behind the controller's clock and never
-        # behind an input already applied; with the controller not heard they stand still.
-        with self._clock_lock:
-            lane_now = self.controller_clock.lane_now(self.clock(), TICK_LAG_S)
+        # Engine-thread times are lane time, TICK_LAG_S behind the reader's clock and never
+        # behind an input already applied; with the reader not heard they stand still.
+        lane_now = self._lane_now(TICK_LAG_S)
         now = lane.now(lane_now) if lane_now is not None else None
         lane_input = self._lane_input(item, now)
         if lane_input is not None:
@@ -612,33 +515,6 @@ class LaneService:
                 return dataclasses.replace(item, at=self._from_wall(item.at))
             case VisionChanged():
                 return dataclasses.replace(item, at=now if now is not None else item.at)
-            case codec.Fault():
-                self.counters.controller_faults += 1
-                logger.warning("controller fault %s: %s", item.code, item.detail)
-            case codec.Heartbeat():
-                pass
-            case LinkUp():
-                hello = item.hello
-                logger.info(
-                    "controller link up: %s firmware %d.%d.%d",
-                    hello.controller_id,
-                    hello.firmware_major,
-                    hello.firmware_minor,
-                    hello.firmware_patch,
-                )
-            case LinkDown() if item.reason is LinkDownReason.CLOSED:
-                logger.info("controller link closed")
-            case LinkDown():
-                self.counters.link_downs += 1
-                logger.warning("controller link down: %s (%s)", item.reason.value, item.detail)
-            case SignalAcked():
-                logger.info("lane signal %s acknowledged by the controller", item.state.name)
-            case SignalFailed():
-                logger.error(
-                    "lane signal %s not acknowledged after %d attempts",
-                    item.state.name,
-                    item.attempts,
-                )
             case UplinkChanged() if item.state is UplinkState.FAILED:
                 # Rebuilt in-process a few times; past that, crossings would keep committing and
                 # nothing would be sent: restart the agent instead.
@@ -655,9 +531,11 @@ class LaneService:
                 logger.debug("ignored %r", item)
         return None
 
+    def _lane_now(self, lag_s: float = 0.0) -> float | None:
+        return None if self.reader is None else self.reader.lane_now(self.clock(), lag_s)
+
     def _from_wall(self, wall: float) -> float:
-        with self._clock_lock:
-            return float(self.controller_clock.from_wall(wall))
+        return wall if self.reader is None else self.reader.from_wall(wall)
 
     def _wait_s(self, lane: JournalledEngine, tick: float) -> float:
         """How long the engine may wait for an input: the tick, or less when a timer of the lane
@@ -665,27 +543,31 @@ class LaneService:
         deadline = lane.engine.correlator.next_deadline()
         if deadline is None:
             return tick
-        with self._clock_lock:
-            due = self.controller_clock.to_wall(deadline + TICK_LAG_S)
+        if self.reader is None:
+            return tick
+        due = self.reader.to_wall(deadline + TICK_LAG_S)
         return min(tick, max(0.001, due - self.clock()))
 
     def _refresh_faults(self, lane: JournalledEngine) -> None:
-        """Raise and clear the lane's own faults (loop, controller clock) on the status board."""
+        """Raise and clear the reader's faults (its clock among them) and the presence loop's on
+        the status board."""
         board = self.delivery.board
-        with self._clock_lock:
-            clock_faults = {
-                fault.value: text
-                for fault, text in self.controller_clock.faults(self.clock()).items()
-            }
-            lane_now = self.controller_clock.lane_now(self.clock())
+        reader = self.reader
+        wanted: dict[str, str] = {}
+        codes: tuple[str, ...] = _LOOP_FAULT_CODES
+        if reader is not None:
+            wanted.update(reader.faults(self.clock()))
+            codes = (*reader.fault_codes(), *codes)
+        lane_now = self._lane_now()
         at = lane.now(lane_now) if lane_now is not None else lane.last_input_at
-        if at == float("-inf"):
-            return  # no lane time yet: nothing to judge the loop by
-        loop_faults = {
-            fault.value: text for fault, text in lane.engine.correlator.loop_faults(at).items()
-        }
-        wanted = {**clock_faults, **loop_faults}
-        for code in _LANE_FAULT_CODES:
+        if at != float("-inf"):  # no lane time yet: nothing to judge the loop by
+            wanted.update(
+                {
+                    fault.value: text
+                    for fault, text in lane.engine.correlator.loop_faults(at).items()
+                }
+            )
+        for code in codes:
             if code in wanted:
                 board.raise_fault(code, wanted[code])
             else:
@@ -694,26 +576,19 @@ class LaneService:
     def _refresh_live(self, lane: JournalledEngine) -> None:
         """Show the booth the open crossing as of the latest input or tick applied."""
         at = lane.engine.correlator.last_at
-        if self.live is None or at is None:
+        if self.live is None or self.reader is None or at is None:
             return
-        with self._clock_lock:
-            to_wall = self.controller_clock.to_wall
-        self.live.refresh(lane.engine, at, to_wall)
+        self.live.refresh(lane.engine, at, self.reader.to_wall)
 
     def _store_clock(self, lane: JournalledEngine) -> None:
-        """Keep the controller clock's state in the journal (a failure waits for the next)."""
-        with self._clock_lock:
-            state = self.controller_clock.export_state()
+        """Keep the reader clock's state in the journal (a failure waits for the next)."""
+        state = None if self.reader is None else self.reader.clock_state()
         if state is None:
             return
         try:
             lane.journal.store_clock(state)
         except JournalError as error:
-            logger.warning("controller clock state not stored (%s)", error.detail)
-
-    def _clock_status(self) -> dict[str, Any]:
-        with self._clock_lock:
-            return self.controller_clock.status(self.clock())
+            logger.warning("reader clock state not stored (%s)", error.detail)
 
     def _lane_status(self, lane: JournalledEngine) -> dict[str, Any]:
         counters = lane.engine.correlator.counters

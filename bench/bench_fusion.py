@@ -78,7 +78,8 @@ def lane_config(workdir: Path, device: str, port: int) -> Path:
             lane_id = "L01"
             allowed_programs = ["SENTRI"]
 
-            [controller]
+            [reader]
+            type = "lane_controller"
             device = "{device}"
             ping_interval_s = 0.5
             silence_timeout_s = 3.0

@@ -225,7 +225,7 @@ def _start_lane(
         f'[lane]\nport_id = "{PORT_ID}"\nlane_id = "{lane_id}"\n'
         f"[lane.correlation]\nidle_timeout_s = {max(0.5, 8.0 / speed)}\n"
         f"straggler_window_s = {min(3.0, 3.0 / speed)}\n"
-        f'[controller]\ndevice = "{device}"\nping_interval_s = 0.5\nsilence_timeout_s = 3.0\n'
+        f'[reader]\ntype = "lane_controller"\ndevice = "{device}"\nping_interval_s = 0.5\nsilence_timeout_s = 3.0\n'
         '[cache]\npath = "credentials.db"\n[outbox]\npath = "outbox.db"\n'
         f"[mqtt]\nport = {broker_port}\nreconnect_min_s = 0.2\nreconnect_max_s = 2.0\n"
         "status_interval_s = 2.0\n"

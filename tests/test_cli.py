@@ -153,7 +153,7 @@ def test_run_with_a_world_writable_trust_file_exits_78_with_one_clear_line(tmp_p
     config.write_text(
         '[lane]\nport_id = "SYS"\nlane_id = "L1"\n'
         f'[cache]\npath = "credentials.db"\ntrust_file = "{trust}"\n'
-        '[controller]\ndevice = "/nonexistent/tty"\n[mqtt]\nport = 9\n[logging]\nformat = "text"\n'
+        '[reader]\ntype = "lane_controller"\ndevice = "/nonexistent/tty"\n[mqtt]\nport = 9\n[logging]\nformat = "text"\n'
     )
     result = subprocess.run(
         [sys.executable, "-m", "agent.cli", "run", "--config", str(config)],

@@ -64,12 +64,13 @@ INVALID = [
     ),
     pytest.param(
         MINIMAL + "[mqqt]\nport = 1883\n",
-        ":4: mqqt: unknown key; did you mean 'mqtt'? allowed here: cache, camera, controller, lane, live, logging, mqtt, outbox, service, vision",
+        ":4: mqqt: unknown key; did you mean 'mqtt'? allowed here: cache, camera, controller, lane, live, logging, mqtt, outbox, reader, service, "
+        "vision",
         id="misspelt-section",
     ),
     pytest.param(
         '[lane]\nport_id = "SYS-0250"\n',
-        ": lane.lane_id: required key is missing",
+        ":1: lane.lane_id: required key is missing",
         id="missing-required",
     ),
     pytest.param(
@@ -194,7 +195,7 @@ def test_cli_config_check_valid_file_prints_a_summary_and_exits_0() -> None:
     assert result.exit_code == 0, result.output
     assert result.output == (
         f"{EXAMPLE}: ok: lane SYS-0250/L03 trusted_traveller programs=SENTRI,NEXUS,GLOBAL_ENTRY "
-        "controller=/dev/lane-controller broker=127.0.0.1:1883 client_id=lane-SYS-0250-L03\n"
+        "reader=lane_controller:/dev/lane-controller broker=127.0.0.1:1883 client_id=lane-SYS-0250-L03\n"
     )
 
 

@@ -156,10 +156,13 @@ def test_a_noisy_serial_link_loses_no_vehicle_and_counts_what_it_skipped(
         assert {c["ref"] for c in event["cards"]} == {card.epc for card in vehicle.cards}
     sim = lane.simulator.stats()
     assert sim.frames_dropped + sim.garbage_injections + sim.frames_corrupted > 0
-    link = lane.service.link_stats()
-    assert link is not None
-    assert link.crc_errors + link.framing_errors + link.bytes_discarded > 0, "skips are counted"
-    assert link.duplicates + sim.resends > 0, "lost frames were resent"
+    reader = lane.service.reader
+    assert reader is not None
+    link = reader.status()["link"]  # the lane controller family's link counters
+    assert link["crc_errors"] + link["framing_errors"] + link["bytes_discarded"] > 0, (
+        "skips are counted"
+    )
+    assert link["duplicates"] + sim.resends > 0, "lost frames were resent"
 
 
 def test_revoked_card_raises_an_alert_with_the_holder_reference(
@@ -257,6 +260,19 @@ def test_demo_shows_each_vehicle_at_the_booth_then_its_crossing_and_exits_0() ->
         assert end > start, f"crossing line {body[end]!r} without the booth's view before it"
 
 
+def test_the_demo_plays_through_an_emulated_llrp_reader_too() -> None:
+    result = lane_agent(
+        "demo", "--vehicles", "2", "--seed", "11", "--speed", "5", "--reader", "llrp"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "LLRP reader on 127.0.0.1:" in lines[0]
+    assert lines[-2:] == [
+        "2 crossings received by central operations.",
+        "2 of them shown at the booth while the vehicle was there.",
+    ]
+
+
 def test_demo_without_a_broker_shows_the_crossings_waiting_in_the_outbox(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -288,7 +304,7 @@ def test_run_says_ready_to_systemd_and_exits_0_on_sigterm(
         config_path = tmp_path / "lane.toml"
         config_path.write_text(
             '[lane]\nport_id = "SYS-0250"\nlane_id = "L07"\n'
-            f'[controller]\ndevice = "{simulator.device_path}"\n'
+            f'[reader]\ntype = "lane_controller"\ndevice = "{simulator.device_path}"\n'
             '[cache]\npath = "credentials.db"\n[outbox]\npath = "outbox.db"\n'
             f'[mqtt]\nport = {mosquitto.port}\n[logging]\nformat = "json"\n'
         )
@@ -407,15 +423,15 @@ def test_a_restart_for_a_failed_uplink_keeps_the_vehicle_at_the_booth_one_crossi
     assert {c["ref"]: c["reads"] for c in event["cards"]} == {card: reads}
 
 
-def test_a_link_thread_that_ended_stops_the_lane_with_a_non_zero_exit(
+def test_a_reader_thread_that_ended_stops_the_lane_with_a_non_zero_exit(
     lane_factory: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Without its link thread the lane hears nothing and its clock stands still: restart."""
+    """Without its reader thread the lane hears nothing and its clock stands still: restart."""
     scenario = generate_scenario(1, KNOWN, seed=9, no_card_ratio=0.0)
     lane = lane_factory(scenario)
     caplog.set_level(logging.INFO)
-    link = lane.service._link
-    assert link is not None
-    assert link.is_running
-    link.close()  # its thread ends, as it would on an unexpected error
-    assert_lane_exits(lane, EXIT_LINK_FAILED, "controller link thread ended", caplog)
+    reader = lane.service.reader
+    assert reader is not None
+    assert reader.is_running
+    reader.close()  # its thread ends, as it would on an unexpected error
+    assert_lane_exits(lane, EXIT_LINK_FAILED, "reader thread ended", caplog)

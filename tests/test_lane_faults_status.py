@@ -66,7 +66,7 @@ class Lane:
         path.write_text(
             f'[lane]\nport_id = "{TOPICS.port_id}"\nlane_id = "{TOPICS.lane_id}"\n'
             'allowed_programs = ["SENTRI"]\n'
-            f'[controller]\ndevice = "{self.simulator.device_path}"\n'
+            f'[reader]\ntype = "lane_controller"\ndevice = "{self.simulator.device_path}"\n'
             "ping_interval_s = 0.2\nsilence_timeout_s = 1.0\n"
             '[cache]\npath = "credentials.db"\n[outbox]\npath = "outbox.db"\n'
             f"[mqtt]\nport = {broker.port}\nstatus_interval_s = 1.0\n"

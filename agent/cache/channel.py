@@ -10,13 +10,9 @@ and moves the lock along when a snapshot swaps in a new file or a delta grows it
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import ssl
 import time
 from collections.abc import Callable
-
-import paho.mqtt.client as mqtt
 
 from agent.cache.bundle import BundleLimits
 from agent.cache.install import CacheInstaller, CacheState, CacheStateHolder, InstallerStats
@@ -25,7 +21,7 @@ from agent.cache.store import CredentialCache
 from agent.cache.trust import TrustStore
 from agent.cache.updates import CacheUpdates, UpdatesStats
 from agent.config import AgentConfig
-from agent.lane.policy import LanePolicy
+from agent.mqtt import TlsFiles
 from agent.wire.crossing_event import CacheInfo
 
 logger = logging.getLogger(__name__)
@@ -84,10 +80,10 @@ class CacheChannel:
             reconnect_max_s=config.mqtt.reconnect_max_s,
             resync_interval_s=cache_config.resync_interval_s,
             on_state=self._state_changed,
-            configure_client=self._tls,
+            tls=self._tls_files(),
         )
 
-    def _tls(self, client: mqtt.Client) -> None:
+    def _tls_files(self) -> TlsFiles | None:
         """Mutual TLS with the subscriber's own certificate (CN '<port>/<lane>/cache').
 
         A broker that ties each client id to its certificate (config/mosquitto/) lets one
@@ -102,13 +98,8 @@ class CacheChannel:
             and settings.updates_cert_file
             and settings.updates_key_file
         ):
-            client.tls_set(
-                ca_certs=str(settings.ca_file),
-                certfile=str(settings.updates_cert_file),
-                keyfile=str(settings.updates_key_file),
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+            return TlsFiles(settings.ca_file, settings.updates_cert_file, settings.updates_key_file)
+        return None
 
     def _switch(self) -> None:
         """A snapshot swapped in a new file: lock it, then move the lookups onto it.
@@ -126,11 +117,6 @@ class CacheChannel:
         self.state.set(state)
         self.residency.follow(self.cache.current_file)  # a delta may have grown the file
         self.residency.release_retired()  # the updates thread reopened the lookups before this
-
-    def policy(self, base: LanePolicy) -> LanePolicy:
-        """``base`` with the configured max cache age (0 in config: no limit)."""
-        age = self._config.cache.max_cache_age_s
-        return dataclasses.replace(base, max_cache_age_s=age or None)
 
     def fresh_at(self) -> float | None:
         """When the data was last vouched for: what the engine computes the cache age from."""

@@ -30,8 +30,9 @@ from agent.config import (
     AgentConfig,
     CacheConfig,
     CameraConfig,
-    ControllerConfig,
     LaneConfig,
+    LaneControllerReaderConfig,
+    LlrpReaderConfig,
     LoggingConfig,
     MqttConfig,
     OutboxConfig,
@@ -50,6 +51,7 @@ from agent.wire.topics import all_crossings_filter, all_live_filter
 from firmware_bridge.scenario import Scenario, generate_scenario
 from firmware_bridge.scenario_plan import plan_scenario
 from firmware_bridge.simulator import ControllerSimulator
+from llrp.emulator import LlrpReaderEmulator
 
 logger = logging.getLogger(__name__)
 
@@ -122,17 +124,40 @@ def demo_records(
 
 
 def demo_config(
-    workdir: Path, device: str, broker_port: int, *, camera: bool = False
+    workdir: Path,
+    device: str,
+    broker_port: int,
+    *,
+    camera: bool = False,
+    llrp_port: int | None = None,
 ) -> AgentConfig:
-    """A trusted-traveller lane with the default timing: the simulated controller's clock runs
-    on scenario time, so the lane sees a scenario as written at any speed.
+    """A trusted-traveller lane with the default timing: the simulated reader's clock runs on
+    scenario time, so the lane sees a scenario as written at any speed.
 
-    With ``camera`` the lane reads plates from the synthetic camera (``DEMO_ROI`` is where its
-    plates appear).
+    The reader is the lane controller on ``device``, or with ``llrp_port`` an LLRP reader on
+    that loopback port (loop 1 on GPI 1, the signal on GPO 1). With ``camera`` the lane reads
+    plates from the synthetic camera (``DEMO_ROI`` is where its plates appear).
     """
+    reader: LaneControllerReaderConfig | LlrpReaderConfig
+    if llrp_port is None:
+        reader = LaneControllerReaderConfig(
+            device=device, ping_interval_s=0.5, silence_timeout_s=3.0
+        )
+    else:
+        reader = LlrpReaderConfig(
+            type="llrp",
+            host="127.0.0.1",
+            port=llrp_port,
+            antennas=(1, 2),
+            signal_gpo_port=1,
+            keepalive_s=1.0,
+            silence_timeout_s=3.0,
+            reconnect_min_s=0.2,
+            reconnect_max_s=2.0,
+        )
     return AgentConfig(
         lane=LaneConfig(port_id="DEMO", lane_id="L01"),
-        controller=ControllerConfig(device=device, ping_interval_s=0.5, silence_timeout_s=3.0),
+        reader=reader,
         cache=CacheConfig(path=workdir / "credentials.db"),
         outbox=OutboxConfig(path=workdir / "outbox.db"),
         mqtt=MqttConfig(
@@ -166,6 +191,7 @@ def run_demo(
     seed: int | None,
     workdir: Path | None,
     out: TextIO,
+    reader: str = "lane_controller",
 ) -> int:
     """Run the demo; return 0 once every vehicle's crossing was received (or stored)."""
     with _workdir(workdir) as directory:
@@ -182,7 +208,7 @@ def run_demo(
             broker = None
             print(f"no broker: {exc}", file=out)
         try:
-            return _run(scenario, directory, broker, speed, out)
+            return _run(scenario, directory, broker, speed, out, reader)
         finally:
             if broker is not None:
                 broker.stop()
@@ -199,15 +225,28 @@ def _workdir(requested: Path | None) -> Iterator[Path]:
 
 
 def _run(
-    scenario: Scenario, directory: Path, broker: PrivateMosquitto | None, speed: float, out: TextIO
+    scenario: Scenario,
+    directory: Path,
+    broker: PrivateMosquitto | None,
+    speed: float,
+    out: TextIO,
+    reader: str,
 ) -> int:
     expected = len(scenario.vehicles)
     simulated_s = max((event.at_s for event in plan_scenario(scenario)), default=0.0)
     deadline = time.monotonic() + simulated_s / speed + 30.0
-    simulator = ControllerSimulator(scenario, speed=speed)
-    simulator.start()
     port = broker.port if broker else free_loopback_port()
-    config = demo_config(directory, simulator.device_path, port, camera=True)
+    simulator: ControllerSimulator | LlrpReaderEmulator
+    if reader == "llrp":
+        simulator = LlrpReaderEmulator(scenario, speed=speed)
+        simulator.start()
+        where = f"LLRP reader on {simulator.address}"
+        config = demo_config(directory, "-", port, camera=True, llrp_port=simulator.port)
+    else:
+        simulator = ControllerSimulator(scenario, speed=speed)
+        simulator.start()
+        where = f"controller on {simulator.device_path}"
+        config = demo_config(directory, simulator.device_path, port, camera=True)
     from agent.dev.synthetic_camera import (  # OpenCV: only when used
         ScenarioCamera,
         vehicle_at_booth,
@@ -224,8 +263,7 @@ def _run(
     worker = threading.Thread(target=service.run, args=(stop,), name="lane-service", daemon=True)
     print(
         f"lane-agent demo: lane DEMO/L01 (trusted_traveller), {expected} vehicles, "
-        f"controller on {simulator.device_path}, "
-        + (f"broker 127.0.0.1:{broker.port}" if broker else "no broker"),
+        f"{where}, " + (f"broker 127.0.0.1:{broker.port}" if broker else "no broker"),
         file=out,
         flush=True,
     )

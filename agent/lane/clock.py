@@ -143,6 +143,8 @@ class ControllerClock:
         and agent time convert through it. A heartbeat only ever arrives late (the link thread
         was journalling a burst of reads, or waited for the CPU), never early, so the least
         delayed one maps best; anchoring on the latest would move every deadline by its delay."""
+        self._heard_at: float | None = None
+        """When the device was last heard (agent clock), with or without a timestamp."""
         self._step_misses = 0
         self._last_step: _Step | None = None
         self._drift_ppm: float | None = None
@@ -229,6 +231,7 @@ class ControllerClock:
         does not run past the last event delivered (:meth:`lane_now`).
         """
         self._backlog = events_pending > 0
+        self._heard_at = received_at
         if self._pending_boot is not None:
             self._begin_boot(self._pending_boot, uptime_ms, received_at)
         boot = self._boot
@@ -254,6 +257,12 @@ class ControllerClock:
         self._add_sample(_Sample(received_at, lane))
         self._floor = max(self._floor, lane)
         return lane
+
+    def on_heard(self, received_at: float) -> None:
+        """The device was heard at ``received_at`` with nothing that carries its time (an LLRP
+        keepalive): lane time may run on from the last mapping as after a heartbeat."""
+        if self._anchor is not None:
+            self._heard_at = max(self._heard_at or received_at, received_at)
 
     def lane_time(self, boot_id: int, timestamp_ms: int, received_at: float) -> float:
         """The lane time of an event of ``boot_id`` stamped ``timestamp_ms``, received now.
@@ -314,7 +323,9 @@ class ControllerClock:
         estimate = self.lane_estimate(wall - lag_s)
         if anchor is None or estimate is None:
             return None
-        now = min(estimate, anchor.lane + self.settings.max_extrapolation_s * self.rate)
+        heard = anchor.received_at if self._heard_at is None else self._heard_at
+        heard_lane = max(anchor.lane, self.lane_estimate(max(heard, anchor.received_at)) or 0.0)
+        now = min(estimate, heard_lane + self.settings.max_extrapolation_s * self.rate)
         if self._backlog:
             # Events the controller still holds happened before its heartbeat's time: no tick
             # may overtake them (after a restart, before the first one arrives, none at all).
@@ -429,6 +440,7 @@ class ControllerClock:
         self._samples.clear()
         self._history.clear()
         self._anchor = self._reference = None
+        self._heard_at = None
         self._rate = 1.0
         self._step_misses = 0
         self.counters.boots += 1

@@ -7,10 +7,11 @@ memory; this journal is what survives a ``kill -9`` or a power cut in that time.
 
 It lives in the outbox database (one file, one fsync policy, one transaction for both):
 
-* :meth:`InputJournal.append` stores one input (a tag read or a loop edge, with the time the agent
-  received it) and remembers the controller's ``(boot_id, seq)`` of the last event stored, so that
-  an event stored just before the agent died, whose ACK never left, is not taken twice when the
-  controller resends it (:meth:`Recovery.resume` goes to the next link).
+* :meth:`InputJournal.append` stores one input (a tag read or a loop edge, in lane time) and
+  remembers the reader family's *resume token* of the last input stored (the lane controller's
+  boot and event sequence number), so that an input stored just before the agent died, whose ACK
+  never left, is not taken twice when the device resends it (:attr:`Recovery.resume` goes to the
+  reader of the next run; only the family reads its tokens, see agent/readers/base.py).
 * Each committed crossing carries a :class:`Checkpoint`: the lane engine's state (plain data from
   the correlator) right after it closed, and the id of the last journal row applied then. The
   outbox stores the crossing and, in the same transaction (:meth:`InputJournal.on_commit`), stores
@@ -57,7 +58,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -65,7 +66,6 @@ from agent.lane.engine import LaneEngine
 from agent.lane.events import LaneInput, LoopChanged, TagRead
 from agent.lane.policy import Decision
 from agent.state.outbox import PRIORITY_CROSSING, Outbox, OutboxError
-from firmware_bridge.link import EventOrigin
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -115,10 +115,10 @@ class Recovery:
     """Number of the last crossing stored (the correlator's ``closed_count`` then)."""
     entries: list[JournalEntry]
     """Rows after the checkpoint, oldest first: to replay on top of ``state``."""
-    resume: EventOrigin | None
-    """The controller event journalled last, for the link's ``resume``."""
+    resume: str | None
+    """The reader's resume token of the input journalled last, for the reader of the next run."""
     clock: dict[str, Any] | None = None
-    """The controller clock's mapping of that event's boot (:class:`ControllerClock` state)."""
+    """The reader clock's mapping of that input's boot (:class:`ControllerClock` state)."""
     state_error: str = ""
     """Why a stored state could not be read (then ``state`` is None but is no empty lane)."""
 
@@ -137,31 +137,44 @@ class InputJournal:
     def append(
         self,
         lane_input: JournalInput,
-        origin: EventOrigin | None,
+        resume: str | None,
         clock: dict[str, Any] | None = None,
     ) -> int:
         """Store one input durably and return its journal id; raise JournalError if it is not stored.
 
-        With ``origin`` the controller event it came from, and ``clock`` (the controller clock's
-        state after mapping it), are recorded in the same transaction.
+        The reader's ``resume`` token for it and ``clock`` (the reader clock's state after
+        stamping it) are recorded in the same transaction (None: keep the previous).
         """
-        kind, body = _encode(lane_input)
+        return self.append_many([lane_input], resume, clock)[0]
+
+    def append_many(
+        self,
+        inputs: Sequence[JournalInput],
+        resume: str | None,
+        clock: dict[str, Any] | None = None,
+    ) -> list[int]:
+        """:meth:`append` for a batch, in one transaction (one fsync): a reader that delivers
+        a burst of reads at once (an LLRP reader at its full rate) stores them together.
+        ``resume`` is the token of the last one."""
+        rows = [(lane_input.at, *_encode(lane_input)) for lane_input in inputs]
         clock_json = None if clock is None else json.dumps(clock)
 
-        def work(connection: sqlite3.Connection) -> int:
-            cursor = connection.execute(
-                "INSERT INTO input_journal (at, kind, body) VALUES (?, ?, ?)",
-                (lane_input.at, kind, body),
-            )
-            if origin is not None:
-                connection.execute(
-                    "UPDATE journal_state SET boot_id = ?, seq = ?, clock = COALESCE(?, clock)"
-                    " WHERE key = 0",
-                    (origin.boot_id, origin.seq, clock_json),
+        def work(connection: sqlite3.Connection) -> list[int]:
+            ids = []
+            for row in rows:
+                cursor = connection.execute(
+                    "INSERT INTO input_journal (at, kind, body) VALUES (?, ?, ?)", row
                 )
-            row_id = cursor.lastrowid
-            assert row_id is not None
-            return row_id
+                row_id = cursor.lastrowid
+                assert row_id is not None
+                ids.append(row_id)
+            if resume is not None or clock_json is not None:
+                connection.execute(
+                    "UPDATE journal_state SET resume = COALESCE(?, resume),"
+                    " clock = COALESCE(?, clock) WHERE key = 0",
+                    (resume, clock_json),
+                )
+            return ids
 
         return self._write(work)
 
@@ -221,8 +234,8 @@ class InputJournal:
         """
 
         def work(connection: sqlite3.Connection) -> Recovery:
-            through_id, committed, state_json, boot_id, seq, clock_json = connection.execute(
-                "SELECT through_id, committed, engine_state, boot_id, seq, clock"
+            through_id, committed, state_json, resume, clock_json = connection.execute(
+                "SELECT through_id, committed, engine_state, resume, clock"
                 " FROM journal_state WHERE key = 0"
             ).fetchone()
             rows = connection.execute(
@@ -266,7 +279,7 @@ class InputJournal:
                 try:
                     loaded_clock = json.loads(clock_json)
                 except (ValueError, TypeError) as error:
-                    log.error("input journal: controller clock state unreadable (%r)", error)
+                    log.error("input journal: reader clock state unreadable (%r)", error)
                 else:
                     clock = loaded_clock if isinstance(loaded_clock, dict) else None
             return Recovery(
@@ -275,7 +288,7 @@ class InputJournal:
                 through_id=int(through_id),
                 committed=int(committed),
                 entries=entries,
-                resume=None if boot_id is None else EventOrigin(int(boot_id), int(seq)),
+                resume=None if resume is None else str(resume),
                 clock=clock,
             )
 
@@ -404,8 +417,8 @@ class JournalledEngine:
             self.engine = self._renumbered(make_engine(None), recovery.committed)
 
     @property
-    def resume(self) -> EventOrigin | None:
-        """The controller event journalled last, for the link."""
+    def resume(self) -> str | None:
+        """The reader's resume token of the input journalled last, for the reader."""
         return self.recovery.resume
 
     def replay(self) -> Iterator[ClosedCrossing]:

@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DEFAULT_RETAIN_SENT_S = 24 * 3600.0
 DEFAULT_MAX_BYTES = 1 << 30
 
@@ -145,6 +145,15 @@ _SCHEMA_V3 = (
 # Version 4: the controller clock's mapping of the boot the journal's last input came from
 # (agent/lane/clock.py), so that a restarted agent maps that boot's timestamps as before.
 _SCHEMA_V4 = ("ALTER TABLE journal_state ADD COLUMN clock TEXT",)
+
+# Version 5: reader families (agent/readers): the journal keeps the reader's opaque resume token
+# of the last input instead of the lane controller's boot and seq, which become the token of the
+# lane controller family (agent/readers/lane_controller.py). The old columns stay, unused.
+_SCHEMA_V5 = (
+    "ALTER TABLE journal_state ADD COLUMN resume TEXT",
+    "UPDATE journal_state SET resume = json_object('boot_id', boot_id, 'seq', seq)"
+    " WHERE boot_id IS NOT NULL AND seq IS NOT NULL",
+)
 
 _SELECT_PENDING = (
     "SELECT id, stream, seq, topic, payload, qos, retain, priority, created_at, sent_at"
@@ -407,6 +416,11 @@ class Outbox:
                 columns = {row[1] for row in connection.execute("PRAGMA table_info(journal_state)")}
                 if "clock" not in columns:  # a version 3 file created the table without it
                     for statement in _SCHEMA_V4:
+                        connection.execute(statement)
+            if version < 5:
+                columns = {row[1] for row in connection.execute("PRAGMA table_info(journal_state)")}
+                if "resume" not in columns:
+                    for statement in _SCHEMA_V5:
                         connection.execute(statement)
             if version < SCHEMA_VERSION:
                 connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

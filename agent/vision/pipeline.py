@@ -26,8 +26,6 @@ import cv2
 
 from agent.config import AgentConfig
 from agent.lane.events import PlateSeen, VisionChanged, VisionFault
-from agent.lane.policy import Decision
-from agent.state.outbox import PRIORITY_IMAGE, Outbox, OutboxError, OutboxRow
 from agent.status import StatusBoard
 from agent.vision.capture import (
     CameraCapture,
@@ -38,15 +36,11 @@ from agent.vision.capture import (
     open_source,
 )
 from agent.vision.types import PlateRead
-from agent.wire.crossing_event import plate_image
-from agent.wire.topics import Topics
 
 logger = logging.getLogger(__name__)
 
 THREAD_NICENESS = 10
 """Added to the plate thread's nice value: plate reading yields to the RFID and MQTT threads."""
-IMAGE_STREAM = "plate-image"
-"""Outbox stream of plate crops (its own sequence numbers, apart from crossings)."""
 INFERENCE_FAILURE_LIMIT = 3
 """Consecutive inference errors after which the reader is dropped and reloaded later."""
 
@@ -136,10 +130,6 @@ class PlatePipeline:
                 reader_loads_failed=self._load_failures,
                 last_inference_ms=self._last_ms,
             )
-
-    def store_image(self, outbox: Outbox, topics: Topics, decision: Decision) -> bool:
-        """Queue the plate crop of a committed crossing; True when one was stored."""
-        return store_plate_image(outbox, topics.plate_image, decision) is not None
 
     def status_section(self) -> dict[str, Any]:
         """The ``camera`` section of the status topic."""
@@ -337,27 +327,6 @@ def build_plate_pipeline(
         clock=clock,
         board=board,
     )
-
-
-def store_plate_image(outbox: Outbox, topic: str, decision: Decision) -> OutboxRow | None:
-    """Queue the decision's plate crop behind the crossings; None: no crop, or refused.
-
-    The image is evidence, not the record: when the outbox is full or failing the crossing has
-    already been stored, and losing its image must not disturb the lane.
-    """
-    jpeg = plate_image(decision)
-    if jpeg is None:
-        return None
-    try:
-        return outbox.append(
-            topic=topic,
-            build_payload=lambda _seq: jpeg,
-            stream=IMAGE_STREAM,
-            priority=PRIORITY_IMAGE,
-        )
-    except OutboxError as exc:
-        logger.warning("plate image not stored: %s", exc)
-        return None
 
 
 def camera_fault_message(fault: VisionFault) -> str:

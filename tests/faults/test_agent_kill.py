@@ -35,6 +35,7 @@ from agent.wire.schema import load_schema
 from firmware_bridge.codec import Loop, TagRead
 from firmware_bridge.scenario import CardPass, Scenario, StrayRead, Vehicle
 from firmware_bridge.simulator import ControllerSimulator
+from llrp.emulator import LlrpReaderEmulator
 from tests.support.broker import Message, MosquittoBroker, Subscriber
 
 pytestmark = pytest.mark.broker
@@ -100,7 +101,8 @@ lane_id = "{TOPICS.lane_id}"
 idle_timeout_s = 2.0
 straggler_window_s = 0.5
 
-[controller]
+[reader]
+type = "lane_controller"
 device = "{device}"
 ping_interval_s = 0.2
 silence_timeout_s = 1.0
@@ -504,3 +506,78 @@ def test_after_kill_9_with_a_vehicle_at_the_booth_its_live_crossing_resumes_unde
     assert {card["ref"]: card["reads"] for card in final["cards"]} == {epc: 24}
     assert agents.replays(), "the restart did not replay the journal"
     assert [m.payload for m in retained] == [], "a vehicle still retained on an empty lane"
+
+
+def test_kill_9_of_an_agent_on_an_llrp_reader_keeps_the_vehicle_at_the_booth_once(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """The same fault through the other reader family. An LLRP reader holds nothing for a client
+    that is away, so reads while the agent is down are lost (the emulator counts them); what
+    the agent had journalled before the kill is not: the vehicle at the booth is restored, goes
+    on with what is read after the restart, and is one crossing, with no read counted twice,
+    under the crossing id the booth was shown."""
+    epc = "E280116000000000000ACE88"
+    scenario = Scenario(
+        name="llrp kill",
+        vehicles=(Vehicle(dwell_s=8.0, gap_s=1.0, cards=(CardPass(epc=epc, reads=40),)),),
+        seed=5,
+    )
+    emulator = LlrpReaderEmulator(scenario, speed=1.0)
+    emulator.start()
+    config = write_config(tmp_path, "-", mosquitto.port)
+    text = config.read_text().replace(
+        '[reader]\ntype = "lane_controller"\ndevice = "-"\nping_interval_s = 0.2\n'
+        "silence_timeout_s = 1.0\n",
+        f'[reader]\ntype = "llrp"\nhost = "127.0.0.1"\nport = {emulator.port}\n'
+        "keepalive_s = 0.5\nsilence_timeout_s = 2.0\nreconnect_min_s = 0.1\n"
+        "reconnect_max_s = 1.0\n",
+    )
+    assert 'type = "llrp"' in text
+    config.write_text(text)
+    agents = Agents(tmp_path, config)
+    lane_topics = f"{TOPICS.prefix}/{TOPICS.port_id}/{TOPICS.lane_id}/+"
+    try:
+        with Subscriber(mosquitto.host, mosquitto.port, lane_topics) as lane:
+
+            def live_events() -> list[dict[str, Any]]:
+                return [json.loads(m.payload) for m in lane.messages if m.topic == TOPICS.live]
+
+            agents.start()
+            lane.wait_until(
+                lambda _: any(e["cards"] and e["cards"][0]["reads"] >= 5 for e in live_events()),
+                15,
+                "the card shown live",
+            )
+            shown = live_events()[-1]
+            agents.kill()
+            agents.start()
+            lane.wait_until(
+                lambda messages: any(m.topic == TOPICS.crossing for m in messages),
+                30,
+                "the final crossing",
+            )
+            assert agents.stop() == 0, agents.log_tail()
+            messages = lane.barrier()
+    finally:
+        agents.close()
+        emulator.stop()
+
+    finals = distinct_events([m for m in messages if m.topic == TOPICS.crossing])
+    assert len(finals) == 1, "the vehicle is one crossing: " + ", ".join(
+        f"{e['opened_by']}-{e['closed_by']} with {len(e['cards'])} cards" for e in finals.values()
+    )
+    (final,) = finals.values()
+    assert final["crossing_id"] == shown["crossing_id"]
+    assert (final["opened_by"], final["closed_by"]) == ("loop", "departure")
+    [card] = final["cards"]
+    sent = sum(
+        1
+        for record in emulator.sent_records()
+        if isinstance(record.event, TagRead) and record.event.epc_hex == epc
+    )
+    lost = sum(1 for event, _reason in emulator.lost_events() if isinstance(event, TagRead))
+    assert lost > 0, "the reader read while the agent was down"
+    assert shown["cards"][0]["reads"] < card["reads"] <= sent, (
+        "the reads journalled before the kill are kept, none is counted twice"
+    )
+    assert agents.replays(), "the restart did not replay the journal"

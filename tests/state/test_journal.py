@@ -24,6 +24,7 @@ from agent.lane.credentials import Program
 from agent.lane.engine import LaneEngine
 from agent.lane.events import LaneInput, LoopChanged, TagRead, Tick
 from agent.lane.policy import LanePolicy, LaneType
+from agent.readers.lane_controller import resume_origin, resume_token
 from agent.state.holding import CrossingCommitter, PendingRecord
 from agent.state.journal import (
     Checkpoint,
@@ -92,8 +93,8 @@ class Lane:
 
     def journal_input(self, lane_input: JournalInput, seq: int | None = None) -> int:
         """What the link thread does before the ACK."""
-        origin = None if seq is None else EventOrigin(0xB007, seq)
-        return self.journal.append(lane_input, origin)
+        token = None if seq is None else resume_token(EventOrigin(0xB007, seq))
+        return self.journal.append(lane_input, token)
 
     def apply(self, lane_input: LaneInput, journal_id: int | None = None) -> None:
         """What the engine thread does with an input from its inbox."""
@@ -177,15 +178,48 @@ def test_inputs_come_back_in_order_with_their_times_and_fields(outbox: Outbox) -
     assert (recovery.state, recovery.through_id, recovery.committed) == (None, 0, 0)
 
 
-def test_the_last_controller_event_journalled_is_where_the_next_link_resumes(
+def test_the_readers_token_of_the_last_input_is_where_the_next_reader_resumes(
     outbox: Outbox,
 ) -> None:
     journal = InputJournal(outbox)
     assert journal.recover().resume is None
-    journal.append(arrive(1.0), EventOrigin(boot_id=7, seq=41))
-    journal.append(read(1.5, CARD_A), EventOrigin(boot_id=7, seq=42))
+    journal.append(arrive(1.0), resume_token(EventOrigin(boot_id=7, seq=41)))
+    journal.append(read(1.5, CARD_A), resume_token(EventOrigin(boot_id=7, seq=42)))
     journal.append(read(1.6, CARD_A), None)  # released by a controller reboot: no origin
-    assert journal.recover().resume == EventOrigin(boot_id=7, seq=42)
+    assert resume_origin(journal.recover().resume) == EventOrigin(boot_id=7, seq=42)
+
+
+def test_a_batch_of_inputs_is_stored_in_one_go_with_the_token_of_its_last(
+    outbox: Outbox,
+) -> None:
+    journal = InputJournal(outbox)
+    inputs = [arrive(1.0), read(1.2, CARD_A), read(1.3, CARD_A)]
+    ids = journal.append_many(inputs, '{"family": "llrp", "stamp_us": 1300000}', {"base": 1.0})
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 3
+    recovery = journal.recover()
+    assert [entry.input for entry in recovery.entries] == inputs
+    assert recovery.resume == '{"family": "llrp", "stamp_us": 1300000}'
+    assert recovery.clock == {"base": 1.0}
+
+
+def test_a_version_4_outbox_keeps_the_controllers_resume_point_as_its_token(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.db"
+    with Outbox(path) as outbox:
+        InputJournal(outbox).append(arrive(1.0), None)
+    connection = sqlite3.connect(path)
+    # What a version 4 agent left: boot and seq columns, no token.
+    connection.execute("ALTER TABLE journal_state DROP COLUMN resume")
+    connection.execute("UPDATE journal_state SET boot_id = 48903, seq = 512")
+    connection.execute("PRAGMA user_version = 4")
+    connection.commit()
+    connection.close()
+    with Outbox(path) as outbox:
+        recovery = InputJournal(outbox).recover()
+    assert resume_origin(recovery.resume) == EventOrigin(boot_id=48903, seq=512)
+    assert [entry.input for entry in recovery.entries] == [arrive(1.0)]
 
 
 def test_a_crossing_and_the_clearing_of_the_rows_it_covers_commit_in_one_transaction(
@@ -533,11 +567,11 @@ def test_the_controller_clock_of_the_last_event_is_kept_for_the_next_start(
 ) -> None:
     journal = InputJournal(outbox)
     clock = {"boot_id": 0xB007, "base": 1_700_000_000.25, "wraps": 0, "last_event_ms": 1500}
-    journal.append(read(5.0, CARD_A), EventOrigin(0xB007, 3), clock)
+    journal.append(read(5.0, CARD_A), resume_token(EventOrigin(0xB007, 3)), clock)
     journal.append(read(6.0, CARD_A), None)  # no origin: the clock state stays
     recovery = journal.recover()
     assert recovery.clock == clock
-    assert recovery.resume == EventOrigin(0xB007, 3)
+    assert resume_origin(recovery.resume) == EventOrigin(0xB007, 3)
 
 
 def fill_with_crossing_rows(outbox: Outbox) -> int:

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from agent.config import LaneControllerConfig
+from agent.readers.lane_controller import LaneControllerReader
 from agent.state.outbox import Outbox, OutboxError, OutboxRow
 from agent.uplink.publisher import MqttUplink, UplinkState
 from agent.wire.topics import Topics
@@ -124,3 +126,18 @@ def link(simulator: ControllerSimulator) -> Iterator[ControllerLink]:
     controller.start()
     yield controller
     controller.close()
+
+
+@pytest.fixture
+def reader(simulator: ControllerSimulator) -> Iterator[LaneControllerReader]:
+    """The lane controller family on ``simulator``, quick to ping and to resend the signal."""
+    config = LaneControllerConfig(
+        device=simulator.device_path,
+        ping_interval_s=0.1,
+        silence_timeout_s=1.0,
+        signal_ack_timeout_s=0.05,
+    )
+    family = LaneControllerReader(config, lambda inputs, resume, clock_state: None)
+    family.start()
+    yield family
+    family.close()

@@ -1,6 +1,6 @@
 """The outbox fail-safe through the real lane protocol: a full outbox puts the lane on MANUAL.
 
-``Delivery`` with a real ``ControllerLink`` talking to the controller simulator over a pty: when
+``Delivery`` with the real lane controller reader family talking to the controller simulator over a pty: when
 a crossing cannot be stored the controller is told ``SET_SIGNAL MANUAL``; when room returns and
 the held crossings are stored, ``OFF``.
 """
@@ -11,12 +11,12 @@ import json
 from pathlib import Path
 
 from agent.delivery import FAULT_OUTBOX_FULL, Delivery
+from agent.readers.lane_controller import LaneControllerReader
 from agent.state.outbox import Outbox
 from agent.status import StatusBoard
 from agent.uplink.publisher import MqttUplink
 from agent.wire.topics import Topics
 from firmware_bridge.codec import SignalState
-from firmware_bridge.link import ControllerLink
 from firmware_bridge.simulator import ControllerSimulator
 from tests.support.broker import free_port, wait_until
 
@@ -30,7 +30,7 @@ def crossing_payload(seq: int) -> bytes:
 
 
 def test_a_crossing_that_cannot_be_stored_sets_manual_and_room_returning_sets_off(
-    tmp_path: Path, simulator: ControllerSimulator, link: ControllerLink
+    tmp_path: Path, simulator: ControllerSimulator, reader: LaneControllerReader
 ) -> None:
     outbox = Outbox(tmp_path / "outbox.db", max_bytes=CAP)
     board = StatusBoard({"lane_id": "lane-3"})
@@ -38,9 +38,9 @@ def test_a_crossing_that_cannot_be_stored_sets_manual_and_room_returning_sets_of
     uplink = MqttUplink(outbox, TOPICS, host="127.0.0.1", port=free_port(), client_id="lane")
     clock = [0.0]
     delivery = Delivery(outbox, uplink, board, TOPICS, monotonic=lambda: clock[0])
-    delivery.attach_signal(link)
+    delivery.attach_signal(reader)
     # The link re-asserts a pending signal when it comes up: start from an established link.
-    wait_until(lambda: link.is_up, WAIT_S, "the controller link up")
+    wait_until(lambda: reader.link.is_up, WAIT_S, "the controller link up")
     try:
         stored = 0
         while delivery.commit(crossing_payload) is not None:

@@ -15,13 +15,13 @@ import pytest
 
 from agent.delivery import FAULT_JOURNAL_UNAVAILABLE, FAULT_OUTBOX_FULL, Delivery
 from agent.lane.events import LoopChanged, TagRead
+from agent.readers.lane_controller import LaneControllerReader
 from agent.state.journal import Checkpoint
 from agent.state.outbox import Outbox
 from agent.status import StatusBoard
 from agent.uplink.publisher import MqttUplink
 from agent.wire.topics import Topics
 from firmware_bridge.codec import SignalState
-from firmware_bridge.link import ControllerLink
 from firmware_bridge.simulator import ControllerSimulator
 from tests.support.broker import free_port, wait_until
 
@@ -31,7 +31,7 @@ WAIT_S = 5.0
 
 
 @pytest.fixture
-def delivery(tmp_path: Path, link: ControllerLink) -> Iterator[Delivery]:
+def delivery(tmp_path: Path, reader: LaneControllerReader) -> Iterator[Delivery]:
     outbox = Outbox(tmp_path / "outbox.db", max_bytes=CAP)
     # Never started: storing is what matters here, not sending.
     uplink = MqttUplink(outbox, TOPICS, host="127.0.0.1", port=free_port(), client_id="lane")
@@ -39,8 +39,8 @@ def delivery(tmp_path: Path, link: ControllerLink) -> Iterator[Delivery]:
     built = Delivery(
         outbox, uplink, StatusBoard({"lane_id": "lane-3"}), TOPICS, monotonic=lambda: clock[0]
     )
-    built.attach_signal(link)
-    wait_until(lambda: link.is_up, WAIT_S, "the controller link up")
+    built.attach_signal(reader)
+    wait_until(lambda: reader.link.is_up, WAIT_S, "the controller link up")
     yield built
     outbox.close()
 

@@ -64,13 +64,25 @@ def test_a_relative_models_dir_is_resolved_next_to_the_config_file(tmp_path: Pat
     assert config.vision.models_dir == tmp_path.resolve() / "models"
 
 
-def test_vision_settings_reach_the_lane_core() -> None:
+def test_vision_settings_reach_the_lane_core_only_in_a_lane_with_a_camera() -> None:
     config = load_config(EXAMPLE)
-    correlation, policy = config.vision.with_plates(
-        config.lane.correlation_settings(), config.lane.policy()
+    assert config.lane_policy().plate_check is None, "without a camera the policy has no plates"
+    with_camera = config.model_copy(
+        update={"camera": config.camera.model_copy(update={"enabled": True})}
     )
+    correlation, policy = with_camera.correlation_settings(), with_camera.lane_policy()
     assert correlation.plate_preroll_s == config.vision.plate_preroll_s
     assert policy.plate_check == PlateCheck(
         top_n=config.vision.candidates, min_confidence=config.vision.min_plate_confidence
     )
-    assert config.lane.policy().plate_check is None, "without a camera the policy has no plates"
+
+
+def test_the_lane_policy_is_assembled_from_the_lane_the_camera_and_the_cache(
+    tmp_path: Path,
+) -> None:
+    config = load_config(load(tmp_path, "[cache]\nmax_cache_age_s = 7200\n"))
+    policy = config.lane_policy()
+    assert policy.max_cache_age_s == 7200
+    assert policy.allowed_programs == frozenset(config.lane.allowed_programs)
+    no_limit = load_config(load(tmp_path, "[cache]\nmax_cache_age_s = 0\n"))
+    assert no_limit.lane_policy().max_cache_age_s is None
