@@ -65,6 +65,7 @@ from agent.lane.events import LaneInput, LoopChanged, PlateSeen, TagRead, Tick, 
 from agent.lane.policy import Decision
 from agent.live_publisher import LiveCrossingPublisher
 from agent.readers import LaneReader, ReaderInput, open_reader
+from agent.readers.health import READER_DOWN_AFTER_S
 from agent.sdnotify import SystemdNotifier
 from agent.state.journal import (
     ClosedCrossing,
@@ -169,6 +170,8 @@ class LaneService:
         """Live crossing events for the booth (None until ``run``, or with ``live.enabled`` off)."""
         self._restored_open = False
         """A crossing open at the last stop was restored and no heartbeat has been heard since."""
+        self._systemd_status = ""
+        """The STATUS= line last sent to systemd (sent again only when it changes)."""
         self._inputs_in_transit = 0
         """Reader thread writes: inputs being journalled, not yet in the inbox. While any is, the
         engine applies no tick (the tick could overtake it); its arrival wakes the engine."""
@@ -333,7 +336,12 @@ class LaneService:
             reader.start()
             if plates is not None:
                 plates.start()
-            self.notifier.ready(f"lane {config.lane.port_id}/{config.lane.lane_id} running")
+            # READY=1: the lane runs — journal replayed, outbox and uplink started, the reader
+            # opened. Not that the reader or the broker answers: a lane that cannot hear its
+            # reader must still run and say so (READER_DOWN on the status topic, STATUS=), not
+            # be restarted in a loop by a start timeout. STATUS= follows within a second.
+            self._systemd_status = self._status_line()
+            self.notifier.ready(self._systemd_status)
             self.ready.set()
             self._loop(stop, lane, commit)
         finally:
@@ -572,6 +580,28 @@ class LaneService:
                 board.raise_fault(code, wanted[code])
             else:
                 board.clear_fault(code)
+        line = self._status_line()
+        if line != self._systemd_status:
+            self._systemd_status = line
+            self.notifier.status(line)
+
+    def _status_line(self) -> str:
+        """systemd's STATUS=: the lane, its reader link and its active faults, at a glance."""
+        config, reader = self.config, self.reader
+        parts = [f"lane {config.lane.port_id}/{config.lane.lane_id} running"]
+        if reader is not None:
+            link = reader.health.state()
+            if link.up:
+                parts.append("reader up")
+            elif link.down_for_s < READER_DOWN_AFTER_S:
+                parts.append(f"reader connecting ({link.reason})")
+            else:
+                parts.append(f"READER DOWN ({link.reason})")
+        faults = sorted(self.delivery.board.active_faults())
+        if faults:
+            parts.append("faults: " + ", ".join(faults))
+        parts.append(f"{self.counters.crossings} crossings")
+        return "; ".join(parts)
 
     def _refresh_live(self, lane: JournalledEngine) -> None:
         """Show the booth the open crossing as of the latest input or tick applied."""

@@ -286,6 +286,9 @@ class LinkStats:
     signals_failed: int
     callback_errors: int
     deliveries_deferred: int = 0
+    last_problem: str | None = None
+    """The latest reason the port could not be opened, failed or went silent (kept after the
+    link recovers: it says what happened last)."""
 
 
 @dataclass(slots=True)
@@ -310,6 +313,7 @@ class _Counters:
     signals_failed: int = 0
     callback_errors: int = 0
     deliveries_deferred: int = 0
+    last_problem: str | None = None
 
 
 @dataclass(slots=True)
@@ -488,6 +492,7 @@ class ControllerLink:
             signals_failed=c.signals_failed,
             callback_errors=c.callback_errors,
             deliveries_deferred=c.deliveries_deferred,
+            last_problem=c.last_problem,
         )
 
     def __enter__(self) -> ControllerLink:
@@ -548,6 +553,7 @@ class ControllerLink:
             )
         except (serial.SerialException, OSError, ValueError) as exc:
             self._counters.open_failures += 1
+            self._counters.last_problem = f"cannot open {self.port}: {exc}"
             if self._outage_logged:
                 logger.debug("link %s: cannot open: %s", self.port, exc)
             else:
@@ -577,6 +583,7 @@ class ControllerLink:
 
     def _port_failed(self, detail: str) -> None:
         self._counters.port_errors += 1
+        self._counters.last_problem = f"port {self.port} failed: {detail}"
         logger.warning("link %s: %s", self.port, detail)
         self._outage_logged = True
         self._close_port()
@@ -775,6 +782,9 @@ class ControllerLink:
         if now - self._last_rx_at >= self._silence_timeout_s:
             self._counters.silences += 1
             detail = f"no valid frame for {self._silence_timeout_s:g} s"
+            self._counters.last_problem = (
+                f"no valid frame from the controller for {self._silence_timeout_s:g} s"
+            )
             logger.info("link %s: %s; reopening the port", self.port, detail)
             self._go_down(LinkDownReason.SILENCE, detail)
             self._close_port()

@@ -325,8 +325,13 @@ def test_run_says_ready_to_systemd_and_exits_0_on_sigterm(
             try:
                 datagrams = [notify.recv(4096).decode()]
                 assert datagrams[0].startswith("READY=1\n")
-                datagrams.append(notify.recv(4096).decode())
+                # STATUS= lines (the reader link coming up) may come before the first ping.
+                while "WATCHDOG=1" not in datagrams and len(datagrams) < 10:
+                    datagrams.append(notify.recv(4096).decode())
                 assert "WATCHDOG=1" in datagrams, "the engine loop feeds the watchdog"
+                assert any("reader up" in datagram for datagram in datagrams[:-1]) or any(
+                    "reader up" in notify.recv(4096).decode() for _ in range(5)
+                ), "STATUS= says when the reader link is up"
                 availability.wait_until(
                     lambda ms: bool(ms) and ms[-1].payload == b"online", 10, "online"
                 )

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from agent.lane.events import LoopChanged, TagRead
+from agent.readers.health import LinkHealth
 
 ReaderInput = TagRead | LoopChanged
 """What a reader family delivers to the lane: a card read or a loop edge, in lane time."""
@@ -73,6 +74,9 @@ class LaneReader(Protocol):
 
     family: str
     """The config ``type`` of the family (``lane_controller``, ``llrp``)."""
+
+    health: LinkHealth
+    """Whether the agent hears the device now, and why not (``READER_DOWN``)."""
 
     def start(self) -> None:
         """Open the device and begin delivering inputs to the sink (returns at once)."""

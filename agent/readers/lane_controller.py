@@ -26,6 +26,8 @@ from agent.config.readers import LaneControllerConfig
 from agent.lane.events import LoopChanged, TagRead
 from agent.readers.base import InputDeferred, InputSink, LaneSignal, ReaderInput
 from agent.readers.clock import CLOCK_FAULT_CODES, ReaderClock, ReaderTimeMixin
+from agent.readers.health import READER_DOWN, LinkHealth
+from agent.status import iso_time
 from firmware_bridge import codec
 from firmware_bridge.link import (
     ControllerEvent,
@@ -35,6 +37,7 @@ from firmware_bridge.link import (
     LinkDown,
     LinkDownReason,
     LinkMessage,
+    LinkStats,
     LinkUp,
     SignalAcked,
     SignalFailed,
@@ -91,6 +94,7 @@ class LaneControllerReader(ReaderTimeMixin):
         self._faults_received = 0
         self._last_fault: str | None = None
         self._last_read_at: float | None = None
+        self.health = LinkHealth(wall_clock=wall_clock)
         self.link = ControllerLink(
             config.device,
             on_message=self._on_message,
@@ -118,13 +122,19 @@ class LaneControllerReader(ReaderTimeMixin):
         self.link.set_signal(_SIGNALS[signal])
 
     def faults(self, wall: float) -> Mapping[str, str]:
-        return self.clock.faults(wall)
+        found = self.clock.faults(wall)
+        self._note_link(self.link.stats())
+        down = self.health.fault()
+        if down is not None:
+            found[READER_DOWN] = down
+        return found
 
     def fault_codes(self) -> tuple[str, ...]:
-        return CLOCK_FAULT_CODES
+        return (*CLOCK_FAULT_CODES, READER_DOWN)
 
     def status(self) -> Mapping[str, Any]:
         stats = self.link.stats()
+        self._note_link(stats)
         hello = self.link.hello
         with self._lock:
             faults, last_fault, last_read = (
@@ -134,18 +144,40 @@ class LaneControllerReader(ReaderTimeMixin):
             )
         return {
             "family": FAMILY,
-            "up": stats.up,
-            "controller_id": hello.controller_id if hello else None,
+            **self.health.status(),
+            "device": self.link.port,
+            "reader_id": hello.controller_id if hello else None,
             "firmware": (
                 f"{hello.firmware_major}.{hello.firmware_minor}.{hello.firmware_patch}"
                 if hello
                 else None
             ),
+            "frames": stats.frames_ok,
+            "crc_errors": stats.crc_errors,
+            # Each rejected frame makes the decoder resynchronise at the next delimiter.
+            "resyncs": stats.framing_errors
+            + stats.crc_errors
+            + stats.version_errors
+            + stats.unknown_types
+            + stats.payload_errors,
+            "last_read_at": None if last_read is None else iso_time(last_read),
             "link": {key: value for key, value in asdict(stats).items() if key != "up"},
             "controller_faults": faults,
             "last_controller_fault": last_fault,
-            "last_read_at": last_read,
         }
+
+    def _note_link(self, stats: LinkStats) -> None:
+        """Keep the reason the link is down current: before the first HELLO no LinkDown comes,
+        only the link's own counters say why (the port cannot be opened, the line is silent)."""
+        if stats.up:
+            return
+        if stats.port_open:
+            reason = "port open, no HELLO from the controller yet"
+            if stats.last_problem:
+                reason = f"{reason} (before: {stats.last_problem})"
+        else:
+            reason = stats.last_problem or f"{self.link.port} not opened yet"
+        self.health.down(reason)
 
     # --- the link thread --------------------------------------------------------------------
 
@@ -153,6 +185,7 @@ class LaneControllerReader(ReaderTimeMixin):
         """Keep the clock current and say what happened to the link (never blocks)."""
         match message:
             case LinkUp(hello=hello):
+                self.health.up()
                 previous = self.clock.boot_id
                 self.clock.on_boot(hello.boot_id)
                 logger.info(
@@ -174,8 +207,10 @@ class LaneControllerReader(ReaderTimeMixin):
                     message.uptime_ms, self._wall_clock(), message.events_pending
                 )
             case LinkDown() if message.reason is LinkDownReason.CLOSED:
+                self.health.down("closed by the agent")
                 logger.info("controller link closed")
             case LinkDown():
+                self.health.down(f"{message.reason.value}: {message.detail}")
                 logger.warning(
                     "controller link down: %s (%s)", message.reason.value, message.detail
                 )

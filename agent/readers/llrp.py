@@ -52,6 +52,7 @@ from agent.config.readers import LlrpReaderConfig
 from agent.lane.events import LoopChanged, TagRead
 from agent.readers.base import InputSink, LaneSignal, ReaderInput
 from agent.readers.clock import CLOCK_FAULT_CODES, ReaderClock, ReaderTimeMixin
+from agent.readers.health import READER_DOWN, LinkHealth
 from agent.readers.llrp_time import LlrpReaderTime
 from agent.status import iso_time
 from llrp.client import LlrpClient, LlrpStatusError, Received
@@ -140,6 +141,7 @@ class _Counters:
     keepalives: int = 0
     reads_without_timestamp: int = 0
     boots: int = 0
+    messages: int = 0
     last_error: str | None = None
     last_read_at: float | None = None
 
@@ -187,6 +189,7 @@ class LlrpReader(ReaderTimeMixin):
         self._lock = threading.Lock()
         self._counters = _Counters()
         self._connected = False
+        self.health = LinkHealth(wall_clock=wall_clock)
         self._identity: dict[str, Any] = {}
         self._config_refused: str | None = None
         self._signal = LaneSignal.OFF
@@ -224,19 +227,33 @@ class LlrpReader(ReaderTimeMixin):
             refused = self._config_refused
         if refused is not None:
             found[FAULT_CONFIG_REFUSED] = refused
+        down = self.health.fault()
+        if down is not None:
+            found[READER_DOWN] = down
         return found
 
     def fault_codes(self) -> tuple[str, ...]:
-        return (*CLOCK_FAULT_CODES, FAULT_CONFIG_REFUSED)
+        return (*CLOCK_FAULT_CODES, FAULT_CONFIG_REFUSED, READER_DOWN)
 
     def status(self) -> Mapping[str, Any]:
         with self._lock:
             c = self._counters
             return {
                 "family": FAMILY,
-                "up": self._connected,
+                **self.health.status(),
                 "reader": f"{self.config.host}:{self.config.port}",
+                # LLRP names a reader by enterprise number and model number (no text).
+                "reader_id": (
+                    f"{self._identity['manufacturer']}/{self._identity['model']}"
+                    if self._identity
+                    else None
+                ),
                 **self._identity,
+                # LLRP messages received; TCP checks its own segments, so a corrupt frame
+                # cannot arrive (a message the codec refuses ends the connection instead).
+                "frames": c.messages,
+                "crc_errors": 0,
+                "resyncs": c.connection_losses,
                 "clock": self.time.clock_kind,
                 "connects": c.connects,
                 "connection_losses": c.connection_losses,
@@ -288,6 +305,7 @@ class LlrpReader(ReaderTimeMixin):
             was_up = self._connected
             self._connected = False
             self._counters.last_error = why
+            self.health.down(why)
             if was_up:
                 self._counters.connection_losses += 1
         if self._stopping.is_set():
@@ -313,6 +331,7 @@ class LlrpReader(ReaderTimeMixin):
                 self._connected = True
                 self._config_refused = None
                 self._counters.connects += 1
+            self.health.up()
             logger.info(
                 "LLRP reader %s:%d up: reading antennas %s, loops on GPI %s",
                 config.host,
@@ -457,6 +476,8 @@ class LlrpReader(ReaderTimeMixin):
                         self._deliver(batch)
                         raise _SessionEnded(f"the connection ended: {what.reason}")
                     last_heard = time.monotonic()
+                    with self._lock:
+                        self._counters.messages += 1
                     batch.extend(self._inputs_of(what))
                 if len(batch) >= _MAX_BATCH:
                     break
