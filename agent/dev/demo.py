@@ -5,6 +5,10 @@ as lane firmware, a private Mosquitto stands in for central's broker, the creden
 the outbox are SQLite files, and a subscriber prints each crossing as central operations would
 receive it. Without a Mosquitto binary the demo still runs and shows the crossings waiting in
 the outbox, which is exactly what a lane does while its uplink is down.
+
+It exits 0 only when every part it shows worked: every vehicle's crossing arrived, and no
+crossing says its plate could not be read because the plate reader or the camera was
+unavailable. Otherwise it names the broken part and exits 1.
 """
 
 from __future__ import annotations
@@ -92,6 +96,8 @@ DEMO_CREDENTIALS: tuple[tuple[str, Program, CredentialStatus, datetime], ...] = 
     ),
 )
 _KNOWN_REFS = tuple(ref for ref, *_ in DEMO_CREDENTIALS)
+BROKEN_PLATE_PARTS = {"reader_unavailable": "the plate reader", "camera_unavailable": "the camera"}
+"""A crossing's plate ``match`` that means a part of the lane was down, and the part's name."""
 DEMO_ROI = (144, 240, 352, 192)
 """Where the synthetic camera's plates appear (agent/dev/synthetic_camera.py): less to read per frame."""
 
@@ -130,13 +136,15 @@ def demo_config(
     *,
     camera: bool = False,
     llrp_port: int | None = None,
+    models_dir: Path | None = None,
 ) -> AgentConfig:
     """A trusted-traveller lane with the default timing: the simulated reader's clock runs on
     scenario time, so the lane sees a scenario as written at any speed.
 
     The reader is the lane controller on ``device``, or with ``llrp_port`` an LLRP reader on
     that loopback port (loop 1 on GPI 1, the signal on GPO 1). With ``camera`` the lane reads
-    plates from the synthetic camera (``DEMO_ROI`` is where its plates appear).
+    plates from the synthetic camera (``DEMO_ROI`` is where its plates appear), with the models
+    in ``models_dir`` (default: the ones shipped with the agent).
     """
     reader: LaneControllerReaderConfig | LlrpReaderConfig
     if llrp_port is None:
@@ -165,7 +173,7 @@ def demo_config(
         ),
         logging=LoggingConfig(level="WARNING", format="text"),
         camera=CameraConfig(enabled=camera, source="synthetic", roi=DEMO_ROI),
-        vision=VisionConfig(max_fps=8.0),
+        vision=VisionConfig(max_fps=8.0, models_dir=models_dir),
     )
 
 
@@ -192,8 +200,10 @@ def run_demo(
     workdir: Path | None,
     out: TextIO,
     reader: str = "lane_controller",
+    models_dir: Path | None = None,
 ) -> int:
-    """Run the demo; return 0 once every vehicle's crossing was received (or stored)."""
+    """Run the demo; return 0 once every vehicle's crossing was received (or stored) with no
+    broken part (:func:`broken_parts`), 1 otherwise."""
     with _workdir(workdir) as directory:
         scenario = generate_scenario(
             vehicles, _KNOWN_REFS, seed if seed is not None else random.randrange(1 << 30)
@@ -208,7 +218,7 @@ def run_demo(
             broker = None
             print(f"no broker: {exc}", file=out)
         try:
-            return _run(scenario, directory, broker, speed, out, reader)
+            return _run(scenario, directory, broker, speed, out, reader, models_dir)
         finally:
             if broker is not None:
                 broker.stop()
@@ -231,6 +241,7 @@ def _run(
     speed: float,
     out: TextIO,
     reader: str,
+    models_dir: Path | None,
 ) -> int:
     expected = len(scenario.vehicles)
     simulated_s = max((event.at_s for event in plan_scenario(scenario)), default=0.0)
@@ -241,12 +252,16 @@ def _run(
         simulator = LlrpReaderEmulator(scenario, speed=speed)
         simulator.start()
         where = f"LLRP reader on {simulator.address}"
-        config = demo_config(directory, "-", port, camera=True, llrp_port=simulator.port)
+        config = demo_config(
+            directory, "-", port, camera=True, llrp_port=simulator.port, models_dir=models_dir
+        )
     else:
         simulator = ControllerSimulator(scenario, speed=speed)
         simulator.start()
         where = f"controller on {simulator.device_path}"
-        config = demo_config(directory, simulator.device_path, port, camera=True)
+        config = demo_config(
+            directory, simulator.device_path, port, camera=True, models_dir=models_dir
+        )
     from agent.dev.synthetic_camera import (  # OpenCV: only when used
         ScenarioCamera,
         vehicle_at_booth,
@@ -270,8 +285,9 @@ def _run(
     worker.start()
     try:
         if broker is None:
-            return _show_outbox(service, config, expected, deadline, out)
-        return _show_received(received, expected, deadline, out)
+            crossings = _show_outbox(service, config, expected, deadline, out)
+        else:
+            crossings = _show_received(received, expected, deadline, out)
     finally:
         stop.set()
         worker.join(timeout=15)
@@ -279,6 +295,24 @@ def _run(
         if subscriber is not None:
             subscriber.loop_stop()
             subscriber.disconnect()
+    if crossings is None:
+        return 1
+    problems = broken_parts(crossings)
+    for problem in problems:
+        print(f"demo failed: {problem} (the agent's log on stderr says why)", file=out)
+    return 1 if problems else 0
+
+
+def broken_parts(crossings: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The parts of the lane that were down while the demo ran, as the crossings record them:
+    one line per part, empty when every part worked. A plate that was simply not read is not a
+    broken part; a plate reader or camera that was unavailable is."""
+    problems = []
+    for match, part in BROKEN_PLATE_PARTS.items():
+        hit = sum(1 for event in crossings if (event.get("plate") or {}).get("match") == match)
+        if hit:
+            problems.append(f"{part} was unavailable for {hit} of {len(crossings)} crossings")
+    return problems
 
 
 def _subscribe(
@@ -315,9 +349,11 @@ def _subscribe(
 
 def _show_received(
     received: queue.Queue[tuple[str, dict[str, Any]]], expected: int, deadline: float, out: TextIO
-) -> int:
-    """Print live events as the booth sees them and each crossing as central receives it."""
+) -> list[dict[str, Any]] | None:
+    """Print live events as the booth sees them and each crossing as central receives it;
+    return the crossings, or None when they did not all arrive in time."""
     seen: set[str] = set()
+    crossings: list[dict[str, Any]] = []
     finals: set[str] = set()  # crossing ids of the final crossings received
     shown_live: set[str] = set()  # crossings the booth was shown before their final crossing
     live_revisions: set[tuple[str, int]] = set()
@@ -325,8 +361,8 @@ def _show_received(
         try:
             kind, event = received.get(timeout=max(0.1, deadline - time.monotonic()))
         except queue.Empty:
-            print(f"timed out: {len(seen)} of {expected} crossings received", file=out)
-            return 1
+            print(f"demo failed: timed out, {len(seen)} of {expected} crossings received", file=out)
+            return None
         if kind == "live":
             key = (event["crossing_id"], event["revision"])
             if key not in live_revisions and event["phase"] != "closed":
@@ -338,6 +374,7 @@ def _show_received(
         if event["event_id"] in seen:
             continue  # central de-duplicates on event_id; so does the demo
         seen.add(event["event_id"])
+        crossings.append(event)
         finals.add(event["crossing_id"])
         print(format_crossing(event), file=out, flush=True)
     print(f"{expected} crossings received by central operations.", file=out)
@@ -345,27 +382,32 @@ def _show_received(
         f"{len(finals & shown_live)} of them shown at the booth while the vehicle was there.",
         file=out,
     )
-    return 0
+    return crossings
 
 
 def _show_outbox(
     service: LaneService, config: AgentConfig, expected: int, deadline: float, out: TextIO
-) -> int:
+) -> list[dict[str, Any]] | None:
+    """Print the crossings the outbox holds for the uplink; None when they are not all there."""
     while service.counters.crossings < expected and time.monotonic() < deadline:
         time.sleep(0.1)
     if service.counters.crossings < expected:
-        print(f"timed out: {service.counters.crossings} of {expected} crossings", file=out)
-        return 1
+        print(
+            f"demo failed: timed out, {service.counters.crossings} of {expected} crossings",
+            file=out,
+        )
+        return None
     with Outbox(config.outbox.path) as outbox:
         rows = outbox.pending(expected)
-    for row in rows:
-        print(format_crossing(json.loads(row.payload)), file=out)
+    crossings = [json.loads(row.payload) for row in rows]
+    for event in crossings:
+        print(format_crossing(event), file=out)
     print(
         f"{len(rows)} crossings waiting in the outbox for the uplink; to see them delivered, "
         f"{INSTALL_HINT}",
         file=out,
     )
-    return 0
+    return crossings
 
 
 def format_live(event: dict[str, Any]) -> str:

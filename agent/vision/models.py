@@ -13,6 +13,7 @@ Exceptions::
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import logging
 import tomllib
 from dataclasses import dataclass
@@ -24,8 +25,9 @@ import onnxruntime
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.toml"
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-"""``models/`` at the root of the source tree, where the repository keeps the model files."""
+DEFAULT_MODELS_DIR = Path(str(importlib.resources.files("agent") / "share" / "models"))
+"""The models shipped with the agent: package data in ``agent/share/models``, which in the
+source tree is a link to the repository's ``models/`` (so an installed wheel needs no source)."""
 
 
 class ModelError(Exception):
@@ -56,7 +58,8 @@ def load_manifest(models_dir: Path) -> dict[str, ModelSpec]:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelError(
-            path, "manifest not found (is models_dir the repository's models/?)"
+            path,
+            "manifest not found (models_dir must hold the models shipped in agent/share/models)",
         ) from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ModelError(path, f"manifest unreadable: {exc}") from exc
