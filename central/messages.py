@@ -23,13 +23,13 @@ Only the core fields every crossing-event version carries are read into columns 
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import jsonschema_rs
+import orjson
 
 from agent.wire.schema import UnknownSchemaError, load_schema
 from agent.wire.topics import InvalidTopicPartError, Topics
@@ -46,6 +46,7 @@ AVAILABILITY_VALUES = frozenset({"online", "offline", "stopped"})
 _MAX_BIGINT = (1 << 63) - 1
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _SHOWN_ERRORS = 3
+_TOPIC_CACHE_MAX = 65536  # 4 topics a lane: a fleet of 16 000 lanes before the cache is cleared
 
 # Reason codes of the quarantine table (docs/central.md lists each).
 TOPIC_UNKNOWN = "topic_unknown"
@@ -157,6 +158,7 @@ class MessageReader:
         Topics(prefix, "p", "l")  # rejects a prefix no lane could publish under
         self.prefix = prefix
         self._validators: dict[str, Any] = {}
+        self._topics: dict[str, tuple[LaneKey, str] | None] = {}
 
     def read(self, topic: str, payload: bytes) -> Record:
         parsed = self.parse_topic(topic)
@@ -183,7 +185,17 @@ class MessageReader:
         return Availability(topic, lane, text)
 
     def parse_topic(self, topic: str) -> tuple[LaneKey, str] | None:
-        """(lane, kind) of a lane topic under this prefix, else None."""
+        """(lane, kind) of a lane topic under this prefix, else None (remembered per topic)."""
+        try:
+            return self._topics[topic]
+        except KeyError:
+            pass
+        if len(self._topics) >= _TOPIC_CACHE_MAX:
+            self._topics.clear()
+        parsed = self._topics[topic] = self._parse_topic(topic)
+        return parsed
+
+    def _parse_topic(self, topic: str) -> tuple[LaneKey, str] | None:
         head = self.prefix + "/"
         if not topic.startswith(head):
             return None
@@ -210,16 +222,18 @@ class MessageReader:
     def _document(
         self, topic: str, lane: LaneKey, kind: str, payload: bytes
     ) -> tuple[dict[str, Any], str, str] | Refused:
-        """The validated document, its text and schema id; or why not."""
+        """The validated document, its text and schema id; or why not.
+
+        orjson parses (a third of the stdlib's time); it is stricter than ``json``: NaN,
+        Infinity and integers beyond 64 bits are refused as not JSON, which RFC 8259 allows.
+        """
         try:
             text = payload.decode("utf-8")
-            document = json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            where = (
-                f" at byte {error.start}"
-                if isinstance(error, UnicodeDecodeError)
-                else f" at line {error.lineno} column {error.colno}"
-            )
+            document = orjson.loads(payload)
+        except UnicodeDecodeError as error:
+            return Refused(topic, lane, NOT_JSON, f"not UTF-8 JSON at byte {error.start}", payload)
+        except orjson.JSONDecodeError as error:
+            where = f" at line {error.lineno} column {error.colno}"
             return Refused(topic, lane, NOT_JSON, f"not UTF-8 JSON{where}", payload)
         if not isinstance(document, dict):
             return Refused(
@@ -284,13 +298,13 @@ class MessageReader:
         if isinstance(read, Refused):
             return read
         event, text, schema_id = read
-        claimed = LaneKey(str(event.get("port_id")), str(event.get("lane_id")))
-        if claimed != lane:
+        port_id, lane_id = str(event.get("port_id")), str(event.get("lane_id"))
+        if port_id != lane.port_id or lane_id != lane.lane_id:
             return Refused(
                 topic,
                 lane,
                 TOPIC_MISMATCH,
-                f"payload names lane {claimed}, the topic is lane {lane}",
+                f"payload names lane {LaneKey(port_id, lane_id)}, the topic is lane {lane}",
                 payload,
             )
         try:

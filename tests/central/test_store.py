@@ -3,6 +3,8 @@ closed, conflicts quarantined — the same with either write mode."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -124,3 +126,54 @@ def test_an_event_whose_lane_clock_is_outside_every_partition_is_kept_in_the_def
     )
     assert write(store, [far]).stored == 1
     assert scalar(store, "SELECT count(*) FROM crossings_default") == 1
+
+
+def test_an_event_id_reused_by_another_lane_is_quarantined_and_the_rest_of_the_batch_stored(
+    store: IngestStore,
+) -> None:
+    original = crossing_event("P1", "L1", 1)
+    write(store, [READER.read(LANE.crossing, encode(original))])
+    reused = crossing_event("P1", "L2", 1)
+    reused["event_id"], reused["closed_at"] = original["event_id"], original["closed_at"]
+    other = topics("P1", "L2")
+    result = write(
+        store,
+        [
+            READER.read(other.crossing, encode(reused)),
+            READER.read(other.crossing, encode(crossing_event("P1", "L2", 2))),
+        ],
+    )
+    assert (result.stored, result.quarantined) == (1, 1)
+    assert result.refusals == {messages.EVENT_ID_CONFLICT: 1}
+    assert store.connection.execute(
+        "SELECT lane_id, seq FROM crossings ORDER BY lane_id, seq"
+    ).fetchall() == [("L1", 1), ("L2", 2)]
+    assert result.watermarks == {LaneKey("P1", "L2"): 0}  # seq 1 of L2 is still missing
+
+
+def test_text_with_copy_and_array_syntax_is_stored_exactly(store: IngestStore) -> None:
+    """Backslashes, quotes, tabs, newlines, braces, commas and 'NULL' survive either write mode
+    (COPY text is built by the store itself)."""
+    event = crossing_event("P1", "L1", 1)
+    event["plate"]["formats"] = ["tab\there", "back\\slash", 'quote"d', "new\nline\r"]
+    pretty = json.dumps(event, indent="\t").replace("\n", "\r\n").encode()  # tabs, CR LF
+    valid = READER.read(LANE.crossing, pretty)
+    assert isinstance(valid, messages.Crossing)
+    awkward = ('a"b', "c\\d", "tab\tx", "NULL", "{x,y}", "", "new\nline")
+    crossing = dataclasses.replace(
+        valid, reasons=awkward, card_refs=awkward[::-1], plate_text="p\\l\tate\n"
+    )
+    assert write(store, [crossing]).stored == 1
+    row = store.connection.execute(
+        "SELECT reasons, card_refs, plate_text, payload, seq, event_id::text, closed_at"
+        " FROM crossings"
+    ).fetchone()
+    assert row == (
+        list(awkward),
+        list(awkward[::-1]),
+        "p\\l\tate\n",
+        event,
+        1,
+        event["event_id"],
+        crossing.closed_at,
+    )
