@@ -50,6 +50,7 @@ from agent.cache.trust import (
 EX_DATAERR = 65
 EX_NOINPUT = 66
 EX_UNAVAILABLE = 69
+EX_CANTCREAT = 73
 EX_CONFIG = 78
 DEFAULT_EXPIRY_S = {
     Kind.SNAPSHOT: 7 * 86400,
@@ -80,7 +81,8 @@ def keys() -> None:
     type=click.Path(path_type=Path, file_okay=False),
     default=Path(),
     show_default=True,
-    help="Where NAME.key (private, 0600) and NAME.pub (public) are written.",
+    help="Where NAME.key (private, 0600) and NAME.pub (public) are written; created 0700 when "
+    "it does not exist.",
 )
 def keys_generate(name: str, out_dir: Path) -> None:
     """Generate an Ed25519 signing key NAME; prints its key id."""
@@ -89,6 +91,14 @@ def keys_generate(name: str, out_dir: Path) -> None:
     private_path, public_path = out_dir / f"{name}.key", out_dir / f"{name}.pub"
     if private_path.exists() or public_path.exists():
         _fail(f"{private_path} or {public_path} exists; choose another name", EX_DATAERR)
+    try:
+        out_dir.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass  # an existing folder keeps its owner and mode
+    except OSError as err:
+        _fail(f"{out_dir}: cannot create the folder: {err.strerror or err}", EX_CANTCREAT)
+    else:
+        os.chmod(out_dir, 0o700)  # whatever the umask: it will hold private keys
     key = Ed25519PrivateKey.generate()
     write_private_key(private_path, key)
     public = key.public_key()
@@ -180,9 +190,9 @@ def _input_rows(path: Path) -> Iterator[StorageRow]:
     """Validated storage rows from an NDJSON or CSV export (the plain import's formats)."""
     suffix = path.suffix.lower()
     if suffix in (".ndjson", ".jsonl"):
-        source, as_text = records.read_ndjson(path), False
+        source = records.read_ndjson(path)
     elif suffix == ".csv":
-        source, as_text = records.read_csv(path), True
+        source = records.read_csv(path)
     else:
         _fail(f"{path}: use .ndjson, .jsonl or .csv (the extension selects the format)", EX_DATAERR)
         return
@@ -190,7 +200,7 @@ def _input_rows(path: Path) -> Iterator[StorageRow]:
     for position, fields, problem in source:
         found = [problem] if problem is not None else []
         if fields is not None:
-            row, found = records.validate_record(fields, vehicles_as_text=as_text)
+            row, found = records.validate_record(fields)
             if row is not None:
                 yield row
         for item in found:
@@ -398,7 +408,10 @@ def bundle_publish(
         stack.callback(client.loop_stop)
         stack.callback(client.disconnect)
         info = client.publish(topic, data, qos=1, retain=retain)
-        info.wait_for_publish(timeout_s)
+        try:
+            info.wait_for_publish(timeout_s)
+        except RuntimeError as err:  # paho: the connection ended (e.g. a TLS-only broker)
+            _fail(f"the connection to {host}:{port} ended before the PUBACK: {err}", EX_UNAVAILABLE)
         if not info.is_published():
             _fail(f"no PUBACK from {host}:{port} within {timeout_s} s", EX_UNAVAILABLE)
         if refusal:

@@ -61,6 +61,9 @@ from firmware_bridge.codec import (
 logger = logging.getLogger(__name__)
 
 RECEIVE_WINDOW: Final = 64
+REPEAT_WARNING_INTERVAL_S: Final = 60.0
+"""A warning that can repeat per frame (far-ahead events) is logged at most this often, with
+how many were left out; the counters in :class:`LinkStats` keep every one."""
 """Events accepted ahead of the next expected seq. A controller's send window must not exceed
 it (PROTOCOL.md recommends 8); frames further ahead are dropped unacknowledged."""
 
@@ -406,6 +409,8 @@ class ControllerLink:
         self._reopen_at = 0.0
         self._backoff_s = reconnect_min_s
         self._outage_logged = False
+        self._out_of_window_warned_at: float | None = None
+        self._out_of_window_unreported = 0
         self._delivery_failing = False
         self._signal_seq = 0
         self._wanted_signal: SignalState | None = None
@@ -683,19 +688,35 @@ class ControllerLink:
             self._counters.events_before_hello += 1
         elif offer is Offer.OUT_OF_WINDOW:
             self._counters.out_of_window += 1
-            logger.warning(
-                "link %s: event seq %d is more than %d ahead of %d; dropped unacknowledged",
-                self.port,
-                seq,
-                self._sequencer.window,
-                self._sequencer.next_seq,
-            )
+            self._warn_out_of_window(seq)
         elif offer is Offer.DUPLICATE:
             self._counters.duplicates += 1
             # Our ACK was lost: send it again, but only for an event already handed over. A copy
             # of one still held (waiting for a gap to fill) is acknowledged when it is delivered.
             if self._sequencer.is_delivered(seq):
                 self._send_ack(seq)
+
+    def _warn_out_of_window(self, seq: int) -> None:
+        # A controller that lost many ACKs can send a whole buffer ahead of the window, frame
+        # after frame: one line per interval with the count, the per-frame detail at DEBUG.
+        message = "link %s: event seq %d is more than %d ahead of %d; dropped unacknowledged"
+        args = (self.port, seq, self._sequencer.window, self._sequencer.next_seq)
+        now = time.monotonic()
+        last = self._out_of_window_warned_at
+        if last is not None and now - last < REPEAT_WARNING_INTERVAL_S:
+            self._out_of_window_unreported += 1
+            logger.debug(message, *args)
+            return
+        if self._out_of_window_unreported:
+            logger.warning(
+                message + " (%d more since the last report)",
+                *args,
+                self._out_of_window_unreported,
+            )
+        else:
+            logger.warning(message, *args)
+        self._out_of_window_warned_at = now
+        self._out_of_window_unreported = 0
 
     def _send_ack(self, seq: int) -> None:
         if self._send(Ack(seq)):

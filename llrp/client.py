@@ -59,6 +59,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_REQUEST_TIMEOUT_S: Final = 5.0
 _RECEIVE_CHUNK: Final = 65536
+REPEAT_WARNING_INTERVAL_S: Final = 60.0
+"""Undecodable messages are warned about at most this often, with how many were left out (a
+reader that speaks what the codec cannot decode does so for every report)."""
 
 _R = TypeVar("_R", bound=Response)
 
@@ -175,6 +178,8 @@ class LlrpClient:
         self._delivered = 0
         self._keepalives_acked = 0
         self._undecodable = 0
+        self._undecodable_warned_at: float | None = None
+        self._undecodable_unreported = 0
         self._unsolicited = 0
         self._callback_errors = 0
 
@@ -384,6 +389,25 @@ class LlrpClient:
             reason = exc
         self._shutdown(reason)
 
+    def _warn_undecodable(self, exc: LlrpDecodeError) -> None:
+        now = time.monotonic()
+        last = self._undecodable_warned_at
+        if last is not None and now - last < REPEAT_WARNING_INTERVAL_S:
+            self._undecodable_unreported += 1
+            logger.debug("llrp client: undecodable message from %s: %s", self.host, exc)
+            return
+        if self._undecodable_unreported:
+            logger.warning(
+                "llrp client: undecodable message from %s: %s (%d more since the last report)",
+                self.host,
+                exc,
+                self._undecodable_unreported,
+            )
+        else:
+            logger.warning("llrp client: undecodable message from %s: %s", self.host, exc)
+        self._undecodable_warned_at = now
+        self._undecodable_unreported = 0
+
     def _dispatch(self, raw: RawMessage, received_at: float, received_monotonic: float) -> None:
         with self._lock:
             self._received += 1
@@ -397,7 +421,7 @@ class LlrpClient:
         except LlrpDecodeError as exc:
             with self._lock:
                 self._undecodable += 1
-            logger.warning("llrp client: undecodable message from %s: %s", self.host, exc)
+            self._warn_undecodable(exc)
             if answers and pending is not None:
                 pending.error = exc
                 pending.done.set()

@@ -443,7 +443,7 @@ class _Bounded(io.RawIOBase):
 _DOC_CODE = {str(m): c for m, c in records.DOCUMENT_TYPE_CODES.items()}
 _PROGRAM_CODE = {str(m): c for m, c in records.PROGRAM_CODES.items()}
 _STATUS_CODE = {str(m): c for m, c in records.STATUS_CODES.items()}
-_VEHICLE = rf"[A-Z]{{2,3}}:[A-Z0-9]{{1,{records.PLATE_MAX_LENGTH}}}"
+_VEHICLE = rf"{records.JURISDICTION_PATTERN}:[A-Z0-9]{{1,{records.PLATE_MAX_LENGTH}}}"
 _REF_TEXT = (
     rf"(?:[0-9A-F]{{2}}){{{records.REF_MIN_HEX_DIGITS // 2},{records.REF_MAX_HEX_DIGITS // 2}}}"
 )

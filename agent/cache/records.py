@@ -13,16 +13,23 @@ per record packed against 96 with a separate vehicle table and 120 with everythi
   never renumber one, only add. SQLite stores the integers 0 and 1 in the record header alone, so
   the most common values (ACTIVE, TRUSTED_TRAVELLER_CARD) cost no payload byte.
 - ``valid_from``/``valid_until``: whole seconds since the Unix epoch, UTC.
-- ``vehicles``: packed in the row as ``JURISDICTION:PLATE;…`` (NULL when none). Plates and
-  jurisdictions are normalised to ``[A-Z0-9]`` and ``[A-Z]``, so the separators cannot occur
+- ``vehicles``: packed in the row as ``JURISDICTION:PLATE;…`` (NULL when none). Plates are
+  normalised to ``[A-Z0-9]`` and jurisdictions to ``[A-Z0-9-]``, so the separators cannot occur
   inside them and one point read returns the whole record.
+
+NDJSON and CSV are two spellings of one record (docs/import-format.md): both go through
+:func:`validate_record`, which accepts the same values and refuses the same ones with the same
+problem line. ``vehicles`` has a text notation (``CA:ABC1234;US-AZ:XYZ123``) and a JSON list
+form; NDJSON takes either as the field's value, CSV either as the cell's text.
 """
 
 from __future__ import annotations
 
 import csv
 import difflib
+import io
 import json
+import os
 import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -86,7 +93,11 @@ _REF = re.compile(rf"[0-9A-Fa-f]{{{REF_MIN_HEX_DIGITS},{REF_MAX_HEX_DIGITS}}}")
 _HOLDER_REF = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:-]{{0,{HOLDER_REF_MAX_LENGTH - 1}}}")
 _PLATE = re.compile(rf"[A-Z0-9]{{1,{PLATE_MAX_LENGTH}}}")
 _PLATE_DROPPED = str.maketrans("", "", " -")
-_JURISDICTION = re.compile(r"[A-Z]{2,3}")
+JURISDICTION_PATTERN = r"(?:[A-Z]{2}-[A-Z0-9]{1,3}|[A-Z]{2,3})"
+"""A normalised jurisdiction: ISO 3166-2 style (``US-CA``, ``MX-BCN``, ``CA-ON``, the codes of
+:mod:`agent.lane.plate_formats`) or a short 2-3 letter code (``CA``, ``TX``, ``BCN``) as older
+exports write it. Bundles (:mod:`agent.cache.bundle`) match the same pattern."""
+_JURISDICTION = re.compile(JURISDICTION_PATTERN)
 
 ALLOWED_REF = (
     f"{REF_MIN_HEX_DIGITS}-{REF_MAX_HEX_DIGITS} hex digits, an even number of them (the tag's EPC)"
@@ -99,7 +110,18 @@ ALLOWED_HOLDER_REF = (
     " (an opaque reference, never a name)"
 )
 ALLOWED_PLATE = f"1-{PLATE_MAX_LENGTH} letters or digits once spaces and dashes are removed"
-ALLOWED_JURISDICTION = "2-3 letters (state, province or country code)"
+ALLOWED_JURISDICTION = (
+    "US-CA, MX-BCN, CA-ON style (ISO 3166-2: 2 letters, '-', 1-3 letters or digits)"
+    " or 2-3 letters (CA, TX, BCN)"
+)
+ALLOWED_VEHICLE_ENTRY = "JURISDICTION:PLATE entries separated by ';'"
+ALLOWED_VEHICLES = (
+    "JURISDICTION:PLATE entries separated by ';' (empty: none), or a JSON list of"
+    ' "JURISDICTION:PLATE" strings or {"plate": ..., "jurisdiction": ...} objects'
+)
+ALLOWED_VEHICLE_ITEM = (
+    'a "JURISDICTION:PLATE" string or an object with exactly the keys "plate" and "jurisdiction"'
+)
 
 
 # Keyed by plain str so a value read from a file is looked up without building an enum first.
@@ -173,39 +195,50 @@ def _epoch_seconds(value: object) -> int | None:
     return seconds if seconds >= 0 else None
 
 
-def _vehicles_from_text(text: str, problems: list[Problem]) -> list[tuple[object, object]]:
-    if not text.strip():
-        return []
-    pairs: list[tuple[object, object]] = []
+def _text_vehicles(text: str, problems: list[Problem], pairs: list[tuple[object, object]]) -> None:
+    """Add the pairs of ``JURISDICTION:PLATE;…`` text (one entry, for a list item) to ``pairs``."""
     for entry in text.split(VEHICLE_SEPARATOR):
         jurisdiction, colon, plate = entry.partition(JURISDICTION_SEPARATOR)
-        if not colon:
-            problems.append(
-                Problem("vehicles", entry, "JURISDICTION:PLATE entries separated by ';'")
-            )
-            continue
-        pairs.append((jurisdiction.strip(), plate))
-    return pairs
+        if colon:
+            pairs.append((jurisdiction, plate))
+        else:
+            problems.append(Problem("vehicles", entry, ALLOWED_VEHICLE_ENTRY))
 
 
-def _vehicles_from_list(value: object, problems: list[Problem]) -> list[tuple[object, object]]:
+def _vehicle_pairs(value: object, problems: list[Problem]) -> list[tuple[object, object]]:
+    """The (jurisdiction, plate) pairs of a ``vehicles`` value in any accepted notation.
+
+    One parser for both formats: text notation, or a JSON list (an NDJSON array, or the same
+    array written in a CSV cell) of text entries or objects.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                problems.append(Problem("vehicles", value, ALLOWED_VEHICLES))
+                return []
+        elif not text:
+            return []
+        else:
+            text_pairs: list[tuple[object, object]] = []
+            _text_vehicles(value, problems, text_pairs)
+            return text_pairs
     if not isinstance(value, list | tuple):
-        problems.append(
-            Problem("vehicles", value, 'a list of {"plate": ..., "jurisdiction": ...} objects')
-        )
+        problems.append(Problem("vehicles", value, ALLOWED_VEHICLES))
         return []
     pairs: list[tuple[object, object]] = []
     for item in value:
-        if not isinstance(item, Mapping) or set(item) != {"plate", "jurisdiction"}:
-            problems.append(
-                Problem(
-                    "vehicles",
-                    item,
-                    'an object with exactly the keys "plate" and "jurisdiction"',
-                )
-            )
-            continue
-        pairs.append((item["jurisdiction"], item["plate"]))
+        if isinstance(item, str):
+            if VEHICLE_SEPARATOR in item:  # one vehicle per list item
+                problems.append(Problem("vehicles", item, ALLOWED_VEHICLE_ENTRY))
+            else:
+                _text_vehicles(item, problems, pairs)
+        elif isinstance(item, Mapping) and set(item) == {"plate", "jurisdiction"}:
+            pairs.append((item["jurisdiction"], item["plate"]))
+        else:
+            problems.append(Problem("vehicles", item, ALLOWED_VEHICLE_ITEM))
     return pairs
 
 
@@ -219,7 +252,7 @@ def _pack_vehicles(pairs: list[tuple[object, object]], problems: list[Problem]) 
         return None
     packed: list[str] = []
     for raw_jurisdiction, raw_plate in pairs:
-        jurisdiction = raw_jurisdiction.upper() if isinstance(raw_jurisdiction, str) else ""
+        jurisdiction = raw_jurisdiction.strip().upper() if isinstance(raw_jurisdiction, str) else ""
         plate = raw_plate.translate(_PLATE_DROPPED).upper() if isinstance(raw_plate, str) else ""
         ok = True
         if _JURISDICTION.fullmatch(jurisdiction) is None:
@@ -246,14 +279,11 @@ def _unknown_field_problem(name: str, value: object) -> Problem:
     return Problem(name, value, f"unknown field: allowed are {', '.join(FIELDS)}{hint}")
 
 
-def validate_record(
-    fields: Mapping[str, object], *, vehicles_as_text: bool
-) -> tuple[StorageRow | None, list[Problem]]:
-    """Check one record against every rule and encode it for storage.
+def validate_record(fields: Mapping[str, object]) -> tuple[StorageRow | None, list[Problem]]:
+    """Check one record, from NDJSON, CSV or code, against every rule and encode it for storage.
 
     Returns the storage row when the record is valid, else None and every problem found (not
-    just the first), so an operator can fix a file in one round. ``vehicles_as_text`` selects the
-    CSV syntax ``CA:ABC1234;BC:XYZ 123`` instead of a list of objects.
+    just the first), so an operator can fix a file in one round.
     """
     problems: list[Problem] = []
     if not fields.keys() <= _FIELD_SET:
@@ -302,19 +332,7 @@ def validate_record(
     if not isinstance(holder_ref, str) or _HOLDER_REF.fullmatch(holder_ref) is None:
         problems.append(Problem("holder_ref", holder_ref, ALLOWED_HOLDER_REF))
 
-    raw_vehicles = fields.get("vehicles", MISSING)
-    if vehicles_as_text:
-        if isinstance(raw_vehicles, str):
-            pairs = _vehicles_from_text(raw_vehicles, problems)
-        else:
-            problems.append(Problem("vehicles", raw_vehicles, "JURISDICTION:PLATE;... or empty"))
-            pairs = []
-    elif raw_vehicles is MISSING:
-        problems.append(Problem("vehicles", raw_vehicles, "a list, empty when none"))
-        pairs = []
-    else:
-        pairs = _vehicles_from_list(raw_vehicles, problems)
-    vehicles = _pack_vehicles(pairs, problems)
+    vehicles = _pack_vehicles(_vehicle_pairs(fields.get("vehicles", MISSING), problems), problems)
 
     if (
         problems
@@ -384,6 +402,40 @@ def credential_to_record(
     }
 
 
+class ReadMeter:
+    """How far a reader has read into its file, for progress reports.
+
+    Counted in the blocks the file was read in (up to a few hundred KiB ahead of the record
+    being validated): close enough for a progress bar, and free of per-line cost.
+    """
+
+    def __init__(self) -> None:
+        self.total_bytes: int | None = None
+        self._raw: io.RawIOBase | None = None
+
+    def attach(self, raw: io.RawIOBase, total_bytes: int) -> None:
+        """Called by a reader once it has opened its file."""
+        self._raw, self.total_bytes = raw, total_bytes
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from the file so far (all of them once the reader has closed it)."""
+        if self._raw is None:
+            return 0
+        try:
+            return self._raw.tell()
+        except (OSError, ValueError):  # closed: the reader has finished
+            return self.total_bytes or 0
+
+
+def _metered(stream: io.BufferedIOBase | io.TextIOBase, meter: ReadMeter | None) -> None:
+    if meter is not None:
+        buffered = stream.buffer if isinstance(stream, io.TextIOWrapper) else stream
+        raw = getattr(buffered, "raw", None)
+        if isinstance(raw, io.RawIOBase):
+            meter.attach(raw, os.fstat(raw.fileno()).st_size)
+
+
 class SourceRecord(NamedTuple):
     """One record read from a source: its fields, or the problem that kept it from being read."""
 
@@ -392,10 +444,11 @@ class SourceRecord(NamedTuple):
     problem: Problem | None
 
 
-def read_ndjson(path: Path) -> Iterator[SourceRecord]:
+def read_ndjson(path: Path, meter: ReadMeter | None = None) -> Iterator[SourceRecord]:
     """One JSON object per line; blank lines are skipped. Raises OSError when unreadable."""
     name = str(path)
     with path.open("rb") as stream:
+        _metered(stream, meter)
         for number, line in enumerate(stream, start=1):
             if not line.strip():
                 continue
@@ -418,7 +471,7 @@ def read_ndjson(path: Path) -> Iterator[SourceRecord]:
             yield SourceRecord(position, value, None)
 
 
-def read_csv(path: Path) -> Iterator[SourceRecord]:
+def read_csv(path: Path, meter: ReadMeter | None = None) -> Iterator[SourceRecord]:
     """CSV with a header row naming every field; blank lines are skipped.
 
     A bad header is reported once at line 1 and ends the read: every row would otherwise repeat
@@ -426,6 +479,7 @@ def read_csv(path: Path) -> Iterator[SourceRecord]:
     """
     name = str(path)
     with path.open(encoding="utf-8-sig", newline="") as stream:
+        _metered(stream, meter)
         reader = csv.reader(stream, strict=True)
         try:
             header = next(reader, None)

@@ -30,7 +30,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +38,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from agent.cache import records
-from agent.cache.records import Problem, SourceRecord, StorageRow
+from agent.cache.records import Problem, ReadMeter, SourceRecord, StorageRow
 from agent.lane.credentials import Credential, CredentialStatus, Program
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ APPLICATION_ID = int.from_bytes(b"LACC", "big")
 FILE_MODE = 0o600
 MAX_REPORTED_PROBLEMS = 50
 IMPORT_CHUNK_ROWS = 10_000
+PROGRESS_CHECK_RECORDS = 1024  # records between looks at the clock for progress reports
 BUSY_TIMEOUT_MS = 5_000
 CACHE_SIZE_KIB = 32 * 1024  # page cache for a plain import's bulk upserts, while it runs
 LOOKUP_CACHE_KIB = 2 * 1024
@@ -176,6 +177,25 @@ class ImportReport:
             "imported_at": records.format_timestamp(self.imported_at),
             "duration_s": round(self.duration_s, 3),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ImportProgress:
+    """How far a running import has got (for a progress bar or log line)."""
+
+    records: int
+    """Records read so far, valid or not."""
+    bytes_read: int
+    total_bytes: int | None
+    """Size of the file; None for records given in code."""
+    elapsed_s: float
+
+    @property
+    def share(self) -> float | None:
+        """The part of the file read, 0..1; None when the size is not known."""
+        if not self.total_bytes:
+            return None
+        return min(self.bytes_read / self.total_bytes, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,11 +381,20 @@ class CredentialCache:
                 " move the file aside and import the credentials again"
             ) from err
 
-    def import_file(self, path: Path, *, data_version: str | None = None) -> ImportReport:
+    def import_file(
+        self,
+        path: Path,
+        *,
+        data_version: str | None = None,
+        progress: Callable[[ImportProgress], None] | None = None,
+        progress_interval_s: float = 5.0,
+    ) -> ImportReport:
         """Upsert every record of an NDJSON (.ndjson, .jsonl) or CSV (.csv) file, or none.
 
         ``data_version`` defaults to the SHA-256 of the file, which names exactly what was loaded.
-        Raises CacheImportError listing every problem when any record is invalid.
+        Raises CacheImportError listing every problem when any record is invalid. ``progress``
+        is called every ``progress_interval_s`` while records are read (checked every
+        ``PROGRESS_CHECK_RECORDS`` records; 0 reports at every check).
         """
         path = Path(path)
         kind = FILE_SUFFIXES.get(path.suffix.lower())
@@ -379,12 +408,13 @@ class CredentialCache:
             )
         try:
             digest = _file_sha256(path)
-            source = records.read_ndjson(path) if kind == "ndjson" else records.read_csv(path)
+            meter = ReadMeter()
+            read = records.read_ndjson if kind == "ndjson" else records.read_csv
             return self._import(
-                source,
+                read(path, meter),
                 source_name=str(path),
                 data_version=data_version or f"sha256:{digest}",
-                vehicles_as_text=kind == "csv",
+                progress=None if progress is None else (progress, progress_interval_s, meter),
             )
         except OSError as err:
             raise CacheImportError([f"{path}: (file): cannot read: {err.strerror or err}"]) from err
@@ -406,9 +436,7 @@ class CredentialCache:
             for number, fields in enumerate(records_in, start=1):
                 yield SourceRecord(f"{source}:{number}", fields, None)
 
-        return self._import(
-            numbered(), source_name=source, data_version=data_version, vehicles_as_text=False
-        )
+        return self._import(numbered(), source_name=source, data_version=data_version)
 
     def _import(
         self,
@@ -416,7 +444,7 @@ class CredentialCache:
         *,
         source_name: str,
         data_version: str | None,
-        vehicles_as_text: bool,
+        progress: tuple[Callable[[ImportProgress], None], float, ReadMeter] | None = None,
     ) -> ImportReport:
         """Validate and upsert in one pass and one transaction; roll back on the first problem.
 
@@ -433,6 +461,8 @@ class CredentialCache:
         chunk: list[StorageRow] = []
         content_digest = hashlib.sha256()
         row_digest = None if data_version else content_digest
+        read = 0
+        next_report_at = started + (progress[1] if progress else 0.0)
         with self._lock:
             connection = self._connection
             connection.execute(f"PRAGMA cache_size = -{CACHE_SIZE_KIB}")
@@ -447,13 +477,22 @@ class CredentialCache:
                     )
                 before = _count(connection)
                 for position, fields, read_problem in source:
+                    read += 1
+                    if progress is not None and not read % PROGRESS_CHECK_RECORDS:
+                        now = time.monotonic()
+                        if now >= next_report_at:
+                            report_to, interval_s, meter = progress
+                            next_report_at = now + interval_s
+                            report_to(
+                                ImportProgress(
+                                    read, meter.bytes_read, meter.total_bytes, now - started
+                                )
+                            )
                     found: list[Problem] = []
                     if read_problem is not None:
                         found.append(read_problem)
                     elif fields is not None:
-                        row, found = records.validate_record(
-                            fields, vehicles_as_text=vehicles_as_text
-                        )
+                        row, found = records.validate_record(fields)
                         if row is not None:
                             earlier = first_position.get(row[0])
                             if earlier is not None:

@@ -50,6 +50,7 @@ from typing import Any
 
 from agent.config.readers import LlrpReaderConfig
 from agent.lane.events import LoopChanged, TagRead
+from agent.logs import RateLimitedLog
 from agent.readers.base import InputSink, LaneSignal, ReaderInput
 from agent.readers.clock import CLOCK_FAULT_CODES, ReaderClock, ReaderTimeMixin
 from agent.readers.health import READER_DOWN, LinkHealth
@@ -188,6 +189,7 @@ class LlrpReader(ReaderTimeMixin):
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._counters = _Counters()
+        self._repeats = RateLimitedLog(logger)
         self._connected = False
         self.health = LinkHealth(wall_clock=wall_clock)
         self._identity: dict[str, Any] = {}
@@ -540,7 +542,10 @@ class LlrpReader(ReaderTimeMixin):
                 self._counters.reads_without_timestamp += 1
             at = self.clock.lane_now(received.received_at)
             if at is None:
-                logger.warning("LLRP read without a timestamp before the reader's clock is known")
+                # Every read until the clock is known: a line a minute, counted.
+                self._repeats.warning(
+                    "LLRP read without a timestamp before the reader's clock is known"
+                )
                 return None
         else:
             at = self.time.lane_time(
@@ -572,7 +577,7 @@ class LlrpReader(ReaderTimeMixin):
         if data.reader_exception_event is not None:
             with self._lock:
                 self._counters.reader_exceptions += 1
-            logger.warning("LLRP reader exception: %s", data.reader_exception_event.message)
+            self._repeats.warning("LLRP reader exception: %s", data.reader_exception_event.message)
         gpi = data.gpi_event
         if gpi is None or gpi.gpi_port_number not in self.config.loop_gpi_ports:
             return []

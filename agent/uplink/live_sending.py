@@ -17,6 +17,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.logs import RateLimitedLog
 from agent.mqtt import FAILURE_THRESHOLD
 from agent.uplink.live_feed import LiveFeed
 from agent.uplink.stats import Counters
@@ -32,6 +33,8 @@ class LiveSending:
         self._live = live
         self._window = window
         self._counters = counters
+        # A broker that refuses live events (an ACL) refuses every one: a line a minute, counted.
+        self._repeats = RateLimitedLog(log)
 
     def publish(self, client: mqtt.Client) -> None:
         """Publish waiting live crossing events, within their share of the window."""
@@ -57,7 +60,7 @@ class LiveSending:
                     properties=properties,
                 )
                 if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                    log.warning(
+                    self._repeats.warning(
                         "paho did not take a live event on %s: %s",
                         message.topic,
                         mqtt.error_string(info.rc),
@@ -76,6 +79,8 @@ class LiveSending:
         if refused:
             self._counters.count_refusal(reason)
             # The topic only: the payload carries card numbers and plates.
-            log.warning("broker refused a live crossing event on %s: %s", message.topic, reason)
+            self._repeats.warning(
+                "broker refused a live crossing event on %s: %s", message.topic, reason
+            )
         self._live.acknowledged(message, refused=refused)
         return True

@@ -56,7 +56,7 @@ def test_every_valid_record_round_trips_through_a_payload_line(
         "holder_ref": holder,
         "vehicles": vehicles,
     }
-    row, problems = records.validate_record(fields, vehicles_as_text=False)
+    row, problems = records.validate_record(fields)
     assert problems == []
     assert row is not None
     assert decode_record(encode_record(row), 1) == row

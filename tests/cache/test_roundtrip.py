@@ -126,7 +126,7 @@ def test_ref_key_accepts_exactly_even_length_hex_of_8_to_124_digits(text: str) -
 
 @given(record=st.dictionaries(st.sampled_from(["ref", "status", "holder_ref", "x"]), st.text()))
 def test_arbitrary_junk_records_are_refused_never_crash(record: dict[str, object]) -> None:
-    row, problems = validate_record(record, vehicles_as_text=True)
+    row, problems = validate_record(record)
     assert row is None
     assert problems
     assert json.dumps([p.describe("f:1") for p in problems])

@@ -141,14 +141,16 @@ NDJSON_RULES = [
         id="unknown-field",
     ),
     pytest.param(
-        {"vehicles": "CA:ABC1234"},
-        'vehicles: \'CA:ABC1234\': a list of {"plate": ..., "jurisdiction": ...} objects',
-        id="vehicles-not-a-list",
+        {"vehicles": 12},
+        "vehicles: 12: JURISDICTION:PLATE entries separated by ';' (empty: none), or a JSON"
+        ' list of "JURISDICTION:PLATE" strings or {"plate": ..., "jurisdiction": ...} objects',
+        id="vehicles-neither-text-nor-list",
     ),
     pytest.param(
         {"vehicles": [{"plate": "ABC1234", "jurisdiction": "CA", "colour": "red"}]},
         "vehicles: {'plate': 'ABC1234', 'jurisdiction': 'CA', 'colour': 'red'}:"
-        ' an object with exactly the keys "plate" and "jurisdiction"',
+        ' a "JURISDICTION:PLATE" string or an object with exactly the keys "plate" and'
+        ' "jurisdiction"',
         id="vehicle-with-extra-key",
     ),
     pytest.param(
@@ -163,7 +165,8 @@ NDJSON_RULES = [
     ),
     pytest.param(
         {"vehicles": [{"plate": "ABC1234", "jurisdiction": "C4"}]},
-        "vehicles.jurisdiction: 'C4': 2-3 letters (state, province or country code)",
+        "vehicles.jurisdiction: 'C4': US-CA, MX-BCN, CA-ON style (ISO 3166-2: 2 letters, '-',"
+        " 1-3 letters or digits) or 2-3 letters (CA, TX, BCN)",
         id="jurisdiction-not-letters",
     ),
     pytest.param(
@@ -295,7 +298,8 @@ def test_unreadable_ndjson_line_is_refused(
         ),
         pytest.param(
             ":ABC1234",
-            "vehicles.jurisdiction: '': 2-3 letters (state, province or country code)",
+            "vehicles.jurisdiction: '': US-CA, MX-BCN, CA-ON style (ISO 3166-2: 2 letters,"
+            " '-', 1-3 letters or digits) or 2-3 letters (CA, TX, BCN)",
             id="empty-jurisdiction",
         ),
     ],
