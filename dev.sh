@@ -6,7 +6,7 @@
 #   ./dev.sh test [pytest args]    lint, type checks and the whole test suite
 #   ./dev.sh central-demo [opts]   simulated lanes, a broker, the ingest and PostgreSQL, end to end
 #
-# System packages (python3-venv, mosquitto; strace for the tests; postgresql for central's tests and demo)
+# System packages (python3-venv, mosquitto; strace and chromium for the tests; postgresql for central's tests and demo)
 # are installed with apt-get when missing; the Python dependencies go into .venv, reinstalled whenever
 # pyproject.toml changes.
 set -euo pipefail
@@ -42,6 +42,9 @@ ensure_system_packages() {
         for font_package in fonts-roboto-unhinted fonts-dejavu-extra fonts-bebas-neue fonts-opendin; do
             dpkg -s "$font_package" >/dev/null 2>&1 || wanted+=("$font_package")
         done
+        # The lane page's browser tests drive Debian's Chromium (tests/page): nothing downloads one.
+        [ -x /usr/bin/chromium ] || wanted+=("chromium")
+        [ -x /usr/bin/chromedriver ] || wanted+=("chromium-driver")
     fi
     if [ ${#wanted[@]} -gt 0 ]; then
         apt_install "${wanted[@]}"

@@ -32,10 +32,14 @@ EX_CONFIG = 78
 
 DEFAULT_CONFIG = Path("/etc/lane-agent/lane.toml")
 
+# No existence, type or permission checks here: click would exit 2 on them, and systemd restarts a
+# unit that exits 2. load_config reports them as config problems (exit 78).
+_CONFIG_PATH = click.Path(path_type=Path, readable=False)
+
 _config_option = click.option(
     "--config",
     "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=_CONFIG_PATH,
     default=DEFAULT_CONFIG,
     show_default=True,
     envvar="LANE_AGENT_CONFIG",
@@ -56,15 +60,18 @@ def main() -> None:
 @_config_option
 def run(config_path: Path) -> None:
     """Run the lane agent (what systemd starts)."""
-    from agent.config import ConfigError, load_config
+    from agent.config import ConfigError
+    from agent.config.files import load_checked
     from agent.logs import configure_logging
     from agent.service import LaneService
 
     try:
-        config = load_config(config_path)
+        config, warnings = load_checked(config_path)
     except ConfigError as exc:
         _print_problems(exc)
         sys.exit(EX_CONFIG)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
     configure_logging(config.logging.level, config.logging.format)
     stop = threading.Event()
 
@@ -75,12 +82,14 @@ def run(config_path: Path) -> None:
     signal.signal(signal.SIGINT, request_stop)
     from agent.cache import CacheError
     from agent.cache.trust import TrustError
+    from agent.page.auth import PageConfigError
 
     try:
         code = LaneService(config).run(stop)
-    except TrustError as exc:
-        # A trust file that is missing, unparsable or writable by others is a config problem:
-        # systemd must not restart into it (RestartPreventExitStatus=78).
+    except (TrustError, PageConfigError) as exc:
+        # A trust file that is missing, unparsable or writable by others, or page credential or
+        # TLS files that cannot be used, are config problems: systemd must not restart into
+        # them (RestartPreventExitStatus=78).
         click.echo(f"error: {exc}", err=True)
         sys.exit(EX_CONFIG)
     except CacheError as exc:
@@ -98,19 +107,24 @@ def config() -> None:
 
 
 @config.command("check")
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("file", type=_CONFIG_PATH)
 def config_check(file: Path) -> None:
-    """Validate FILE: print every problem (file, line, key, value, what is allowed) or a summary.
+    """Validate FILE and the files it names (trust file, TLS files, models folder, cache and
+    outbox paths): print every problem (file, line, key, value, what is allowed) or a summary.
 
-    Exits 0 when the file is valid and 78 (EX_CONFIG) when it is not.
+    Exits 0 when the file is valid (warnings, such as a private key others can read, are
+    printed) and 78 (EX_CONFIG) when it is not: what `run` would refuse.
     """
-    from agent.config import ConfigError, load_config
+    from agent.config import ConfigError
+    from agent.config.files import load_checked
 
     try:
-        cfg = load_config(file)
+        cfg, warnings = load_checked(file)
     except ConfigError as exc:
         _print_problems(exc)
         sys.exit(EX_CONFIG)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
     lane = cfg.lane
     programs = ",".join(p.value for p in lane.allowed_programs)
     click.echo(
@@ -170,7 +184,18 @@ def _cache_path(config_path: Path, db_path: Path | None) -> Path:
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @_config_option
 @_db_option
-def cache_import(file: Path, config_path: Path, db_path: Path | None) -> None:
+@click.option(
+    "--progress-every",
+    "progress_every_s",
+    type=click.FloatRange(0.0, 3600.0),
+    default=5.0,
+    show_default=True,
+    help="Seconds between progress reports of a plain import: a bar on a terminal, INFO log "
+    "lines otherwise (0: every 1024 records).",
+)
+def cache_import(
+    file: Path, config_path: Path, db_path: Path | None, progress_every_s: float
+) -> None:
     """Load credentials from FILE: a signed bundle, or plain .ndjson/.jsonl/.csv; all or nothing.
 
     A bundle is verified against cache.trust_file (docs/bundles.md). Plain files are for labs and
@@ -182,10 +207,18 @@ def cache_import(file: Path, config_path: Path, db_path: Path | None) -> None:
     if is_bundle(file):
         sys.exit(import_bundle(file, config_path, db_path))
 
+    from agent.import_progress import ImportProgressReporter
+
     path = _cache_path(config_path, db_path)
+    progress = ImportProgressReporter(str(file))
     try:
         with CredentialCache.open(path) as store:
-            report = store.import_file(file)
+            try:
+                report = store.import_file(
+                    file, progress=progress, progress_interval_s=progress_every_s
+                )
+            finally:
+                progress.close()  # ends the bar's line before any error or the summary
     except CacheImportError as exc:
         for problem in exc.problems:
             click.echo(f"error: {problem}", err=True)
@@ -407,13 +440,28 @@ def scenarios_list() -> None:
     show_default=True,
     help="Simulate the lane controller on a pseudo-terminal, or an LLRP reader on loopback.",
 )
-def demo(vehicles: int, speed: float, seed: int | None, workdir: Path | None, reader: str) -> None:
+@click.option(
+    "--models",
+    "models_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Plate models folder (default: the models shipped with the agent).",
+)
+def demo(
+    vehicles: int,
+    speed: float,
+    seed: int | None,
+    workdir: Path | None,
+    reader: str,
+    models_dir: Path | None,
+) -> None:
     """The agent's main job on simulated lane hardware, end to end.
 
     Starts a simulated lane controller on a pseudo-terminal (or an LLRP reader on a loopback
     port), a private Mosquitto on a free loopback port, a demo credential cache and the agent,
     then prints each vehicle as the booth sees it and each crossing as central operations
-    receive it, and exits after VEHICLES crossings.
+    receive it, and exits after VEHICLES crossings: 0 when every part worked, 1 naming the part
+    that did not (crossings missing, the plate reader or the camera unavailable).
     """
     from agent.dev.demo import run_demo
     from agent.logs import configure_logging
@@ -429,16 +477,62 @@ def demo(vehicles: int, speed: float, seed: int | None, workdir: Path | None, re
             workdir=workdir,
             out=sys.stdout,
             reader=reader,
+            models_dir=models_dir,
         )
     )
 
 
+# --- doctor -------------------------------------------------------------------------------
+
+
+@main.command()
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of lines.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(0.5, 60.0),
+    default=5.0,
+    show_default=True,
+    help="The longest each network or serial step waits, in seconds.",
+)
+@click.option(
+    "--snapshot",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Where the camera check saves a frame with the ROI drawn "
+    "(default: lane-agent-doctor.jpg in the temp folder).",
+)
+def doctor(config_path: Path, as_json: bool, timeout_s: float, snapshot: Path | None) -> None:
+    """Check the whole lane: config and the files it names, reader, camera, models, broker,
+    cache, disk, clock and the systemd unit; one line each, OK / WARN / FAIL / SKIP, and the fix
+    for each FAIL (docs/doctor.md).
+
+    Exits 0 when nothing failed, 1 on any FAIL, 78 when the config cannot be loaded.
+    """
+    import tempfile
+
+    from agent.doctor import run_doctor
+    from agent.doctor.report import render_json, render_text
+
+    if snapshot is None:
+        snapshot = Path(tempfile.gettempdir()) / "lane-agent-doctor.jpg"
+    result = run_doctor(config_path, timeout_s=timeout_s, snapshot=snapshot)
+    if as_json:
+        click.echo(render_json(result.checks, exit_code=result.exit_code), nl=False)
+    else:
+        click.echo(render_text(result.checks), nl=False)
+    sys.exit(result.exit_code)
+
+
 from agent.cli_central import bundle, keys  # noqa: E402 - the central tools, registered last
 from agent.cli_plate import plate  # noqa: E402
+from agent.cli_status import status  # noqa: E402
 
 main.add_command(keys)
 main.add_command(bundle)
 main.add_command(plate)
+main.add_command(status)
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -39,6 +39,9 @@ class SystemdNotifier:
             return
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                # Never wait: the engine thread calls this, and a reader that stopped reading
+                # (a full datagram queue) must cost a dropped message, not a stuck lane.
+                sock.setblocking(False)
                 sock.connect(self._address)
                 sock.sendall(message.encode())
         except OSError as exc:

@@ -46,6 +46,7 @@ stop (SIGTERM) closes and stores it (see ``docs/delivery.md``, stops and restart
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import queue
 import threading
@@ -75,11 +76,18 @@ from agent.state.journal import (
     JournalledEngine,
 )
 from agent.uplink.publisher import UplinkState
-from agent.wire.crossing_event import LaneIdentity, build_crossing_event, encode, uuid7
+from agent.wire.crossing_event import (
+    LaneIdentity,
+    build_crossing_event,
+    encode,
+    plate_image,
+    uuid7,
+)
 from agent.wire.live_event import crossing_id
 from agent.wire.topics import Topics
 
 if TYPE_CHECKING:
+    from agent.page.lane_page import LanePage
     from agent.vision.capture import FrameSource
 
 logger = logging.getLogger(__name__)
@@ -168,6 +176,8 @@ class LaneService:
         """The reader family (None until ``run``): inputs, lane time, the lane signal."""
         self.live: LiveCrossingPublisher | None = None
         """Live crossing events for the booth (None until ``run``, or with ``live.enabled`` off)."""
+        self.page: LanePage | None = None
+        """The lane page and /metrics (None until ``run``, or with ``page.enabled`` off)."""
         self._restored_open = False
         """A crossing open at the last stop was restored and no heartbeat has been heard since."""
         self._systemd_status = ""
@@ -191,6 +201,12 @@ class LaneService:
     def run(self, stop: threading.Event) -> int:
         """Run until ``stop`` is set; return the process exit code."""
         config = self.config
+        page_settings = None
+        if config.page.enabled:
+            # Its credential and TLS files first: a config error stops us before anything opens.
+            from agent.page.lane_page import page_settings as read_page_settings
+
+            page_settings = read_page_settings(config.page)
         cache = CredentialCache.open(config.cache.path)
         # Freshness for the engine; with cache.trust_file, central's signed updates over MQTT.
         self.cache_channel = cache_channel = CacheChannel(config, cache, clock=self.clock)
@@ -243,11 +259,17 @@ class LaneService:
             clock_state=lane.recovery.clock,
         )
         self.reader = reader
+        if page_settings is not None:
+            from agent.page.lane_page import start_page
+
+            snapshot = None if plates is None else plates.snapshot_jpeg
+            self.page = start_page(page_settings, delivery.board, snapshot=snapshot)
+        page = None if self.page is None else self.page.feed
         live = (
             None
-            if delivery.live is None
+            if delivery.live is None and page is None
             else LiveCrossingPublisher(
-                delivery.live, self.identity, cache_channel.cache_info, clock=self.clock
+                delivery.live, self.identity, cache_channel.cache_info, clock=self.clock, page=page
             )
         )
         self.live = live
@@ -308,6 +330,8 @@ class LaneService:
                 return
             if plates is not None:
                 delivery.store_plate_image(decision)
+            if page is not None:
+                page.crossing(json.loads(row.payload), plate_crop=plate_image(decision))
             logger.info(
                 "crossing seq=%d %s reasons=%s cards=%d closed_by=%s",
                 row.seq,
@@ -365,6 +389,8 @@ class LaneService:
                 self._refresh_live(lane)
             self._store_clock(lane)
             delivery.close(config.service.shutdown_flush_s)
+            if self.page is not None:
+                self.page.stop()
             cache_channel.stop()
             cache.close()
             logger.info(
@@ -433,8 +459,16 @@ class LaneService:
                 logger.error("reader thread ended; stopping for a restart")
                 self._exit_status = EXIT_LINK_FAILED
             if time.monotonic() >= next_checkpoint:
-                next_checkpoint = time.monotonic() + IDLE_CHECKPOINT_S
+                # While the journal fails, look again every second for it to work again.
+                next_checkpoint = time.monotonic() + (
+                    STATUS_REFRESH_S if self.delivery.journal_failing else IDLE_CHECKPOINT_S
+                )
                 lane.idle_checkpoint(held=self.delivery.committer.held)
+                if self.delivery.journal_failing and lane.memory_only:
+                    # A quiet lane must not wait for its next vehicle to learn that the journal
+                    # works again (space freed): the lane would show MANUAL to that vehicle.
+                    self._journal_recovering = True
+                    self._settle_journal(lane)
                 self._store_clock(lane)
             if time.monotonic() >= next_status:
                 next_status = time.monotonic() + STATUS_REFRESH_S
@@ -494,6 +528,16 @@ class LaneService:
         if isinstance(item, ControllerInput):
             if isinstance(item.lane_input, TagRead):
                 self.counters.tag_reads += 1
+                if self.page is not None and self.reader is not None:
+                    read = item.lane_input
+                    self.page.feed.read(
+                        {
+                            "ref": read.epc,
+                            "antenna": read.antenna,
+                            "rssi_dbm": read.rssi_dbm,
+                            "at": self.reader.to_wall(read.at),
+                        }
+                    )
             elif isinstance(item.lane_input, LoopChanged):
                 self.counters.loop_events += 1
             if item.journal_id is None:

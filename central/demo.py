@@ -227,6 +227,7 @@ def _start_lane(
         f"straggler_window_s = {min(3.0, 3.0 / speed)}\n"
         f'[reader]\ntype = "lane_controller"\ndevice = "{device}"\nping_interval_s = 0.5\nsilence_timeout_s = 3.0\n'
         '[cache]\npath = "credentials.db"\n[outbox]\npath = "outbox.db"\n'
+        "[page]\nport = 0\n"  # several lanes on one computer: each its own free port
         f"[mqtt]\nport = {broker_port}\nreconnect_min_s = 0.2\nreconnect_max_s = 2.0\n"
         "status_interval_s = 2.0\n"
         '[logging]\nformat = "text"\n'

@@ -164,5 +164,11 @@ def test_run_with_a_world_writable_trust_file_exits_78_with_one_clear_line(tmp_p
         check=False,
     )
     assert result.returncode == 78, result.stderr
-    assert result.stderr.splitlines()[-1].startswith(f"error: trust file {trust}: ")
+    lines = result.stderr.splitlines()
+    # Refused by the same file checks as `config check` (agent/config/files.py), before it starts.
+    assert lines[0].startswith(
+        f'error: {config}:6: cache.trust_file = "{trust}": mode 0666 lets others write it'
+    )
+    # One problem as root; a second (not root-owned) for anyone else.
+    assert lines[-1].endswith(" problem(s); nothing was started.")
     assert "Traceback" not in result.stderr

@@ -64,7 +64,7 @@ INVALID = [
     ),
     pytest.param(
         MINIMAL + "[mqqt]\nport = 1883\n",
-        ":4: mqqt: unknown key; did you mean 'mqtt'? allowed here: cache, camera, controller, lane, live, logging, mqtt, outbox, reader, service, "
+        ":4: mqqt: unknown key; did you mean 'mqtt'? allowed here: cache, camera, controller, lane, live, logging, mqtt, outbox, page, reader, service, "
         "vision",
         id="misspelt-section",
     ),

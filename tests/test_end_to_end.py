@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -243,11 +244,12 @@ def test_demo_shows_each_vehicle_at_the_booth_then_its_crossing_and_exits_0() ->
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("lane-agent demo: lane DEMO/L01 (trusted_traveller), 3 vehicles")
+    assert re.fullmatch(r"lane page: http://127\.0\.0\.1:\d+", lines[1]), lines[1]
     assert lines[-2:] == [
         "3 crossings received by central operations.",
         "3 of them shown at the booth while the vehicle was there.",
     ]
-    body = lines[1:-2]
+    body = lines[2:-2]
     crossings = [index for index, line in enumerate(body) if line.startswith("#")]
     assert [body[index].split()[0] for index in crossings] == ["#1", "#2", "#3"]
     assert all(
@@ -290,8 +292,9 @@ def test_demo_without_a_broker_shows_the_crossings_waiting_in_the_outbox(
         lines[0]
         == "no broker: mosquitto not found; install it with: sudo apt-get install mosquitto"
     )
-    assert [line.split()[0] for line in lines[2:4]] == ["#1", "#2"]
-    assert lines[4].startswith("2 crossings waiting in the outbox for the uplink")
+    assert lines[2].startswith("lane page: http://127.0.0.1:")
+    assert [line.split()[0] for line in lines[3:5]] == ["#1", "#2"]
+    assert lines[5].startswith("2 crossings waiting in the outbox for the uplink")
 
 
 def test_run_says_ready_to_systemd_and_exits_0_on_sigterm(

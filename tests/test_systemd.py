@@ -8,6 +8,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -255,4 +256,20 @@ def test_unreachable_notify_socket_is_logged_once_not_raised(
     notifier = SystemdNotifier({"NOTIFY_SOCKET": str(tmp_path / "gone")})
     notifier.watchdog()
     notifier.watchdog()
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+
+
+def test_a_notify_socket_nobody_reads_costs_dropped_datagrams_never_a_blocked_caller(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The engine thread notifies: with the receiver's queue full, a call returns at once."""
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(path))
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": str(path)})
+        started = time.monotonic()
+        for count in range(2000):  # far more than the kernel queues for an unread socket
+            notifier.status(f"{count} crossings")
+        assert time.monotonic() - started < 5.0
+        assert server.recv(256) == b"STATUS=0 crossings"
     assert [r.levelname for r in caplog.records] == ["WARNING"]

@@ -35,6 +35,7 @@ from agent.config.sections import (
     LoggingConfig,
     MqttConfig,
     OutboxConfig,
+    PageConfig,
     ServiceConfig,
     VisionConfig,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "LoopConfig",
     "MqttConfig",
     "OutboxConfig",
+    "PageConfig",
     "ReaderConfig",
     "ServiceConfig",
     "VisionConfig",

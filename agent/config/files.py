@@ -91,6 +91,18 @@ def check_files(
             )
     if config.vision.models_dir is not None:
         checker.models_dir("vision.models_dir", config.vision.models_dir)
+    page = config.page
+    if page.enabled:
+        if page.cert_file is not None and page.key_file is not None:
+            checker.tls(
+                "page",
+                page.cert_file,
+                ("cert_file", page.cert_file),
+                ("key_file", page.key_file),
+                check_ca=False,
+            )
+        if page.credential_file is not None:
+            checker.secret("page.credential_file", page.credential_file)
     return sorted(checker.found, key=lambda p: p.warning)
 
 
@@ -216,6 +228,21 @@ class _Checker:
                 f'with {section}.{key_key} = "{key_path}": not a usable certificate and '
                 f"matching unencrypted private key ({exc}); allowed: a PEM certificate and the "
                 "PEM key it was issued for",
+            )
+
+    def secret(self, key: str, path: Path) -> None:
+        """A file holding a secret: readable by the agent, not by every user."""
+        info = self._readable_file(key, path)
+        if info is None:
+            return
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & stat.S_IROTH:
+            self.error(
+                key,
+                path,
+                f"secret with mode {mode:04o}: every user of this computer can read it; "
+                "allowed: 0600, or 0640 with the group of the lane-agent user (chmod o-rwx)",
+                warning=True,
             )
 
     def models_dir(self, key: str, path: Path) -> None:

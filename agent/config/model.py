@@ -19,6 +19,7 @@ from agent.config.sections import (
     LoggingConfig,
     MqttConfig,
     OutboxConfig,
+    PageConfig,
     ServiceConfig,
     VisionConfig,
 )
@@ -48,6 +49,9 @@ class AgentConfig(_Section):
     vision: VisionConfig = Field(default_factory=VisionConfig, description="Plate reading.")
     live: LiveConfig = Field(
         default_factory=LiveConfig, description="Live crossing events for the booth."
+    )
+    page: PageConfig = Field(
+        default_factory=PageConfig, description="The live lane page and Prometheus metrics."
     )
 
     @model_validator(mode="after")
@@ -119,6 +123,9 @@ class AgentConfig(_Section):
                 "cache": self.cache.relative_to(base),
                 "outbox": self.outbox.model_copy(update={"path": base / self.outbox.path}),
                 "mqtt": self.mqtt.with_credentials_from(
+                    base, os.environ.get("CREDENTIALS_DIRECTORY")
+                ),
+                "page": self.page.with_credentials_from(
                     base, os.environ.get("CREDENTIALS_DIRECTORY")
                 ),
                 "vision": self.vision.model_copy(

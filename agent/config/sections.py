@@ -1,15 +1,26 @@
 """The sections of the agent's other parts: credential cache, durable state, MQTT uplink,
-logging, engine loop, camera and plate reading, live crossing events."""
+logging, engine loop, camera and plate reading, live crossing events, the lane page."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from agent.config.base import _TOPIC_PREFIX_PATTERN, _Section
+from agent.config.base import _HOST_PATTERN, _TOPIC_PREFIX_PATTERN, _Section
 from agent.lane.plates import PlateCheck
+
+
+def _named_file(value: object, example: str) -> object:
+    """An empty path would become ".", the config's own folder: refuse it by name."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError(
+            f"must name a file, not be empty (e.g. /var/lib/lane-agent/{example}, or a name "
+            "relative to the config file's folder)"
+        )
+    return value
 
 
 class CacheConfig(_Section):
@@ -68,6 +79,11 @@ class CacheConfig(_Section):
         "warning and goes on without it.",
     )
 
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path_named(cls, value: object) -> object:
+        return _named_file(value, "credentials.db")
+
     @model_validator(mode="after")
     def _update_not_larger_than_snapshot(self) -> Self:
         if self.max_update_bytes > self.max_snapshot_bytes:
@@ -109,11 +125,22 @@ class OutboxConfig(_Section):
         "under it; crossings never are: when no crossing fits, the lane falls back to manual.",
     )
 
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path_named(cls, value: object) -> object:
+        return _named_file(value, "outbox.db")
+
 
 class MqttConfig(_Section):
     """Connection to central operations' broker (standard MQTT v5 only)."""
 
-    host: str = Field(default="127.0.0.1", min_length=1, max_length=253, description="Broker host.")
+    host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        max_length=253,
+        pattern=_HOST_PATTERN,
+        description="Broker host name or IP address (no scheme, no port: that is mqtt.port).",
+    )
     port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port.")
     client_id: str | None = Field(
         default=None,
@@ -236,8 +263,12 @@ class LoggingConfig(_Section):
         default="INFO",
         description="Lowest level logged. Card numbers and plates appear only at DEBUG.",
     )
-    format: Literal["auto", "json", "text"] = Field(
-        default="auto", description="'auto': text on a terminal, JSON lines otherwise."
+    format: Literal["auto", "json", "text", "journal"] = Field(
+        default="auto",
+        description="'auto': text on a terminal, JSON lines otherwise; when stderr is the "
+        "journal (JOURNAL_STREAM), each line also starts with its priority (<4> warning), so "
+        "journalctl -p filters. 'journal': that prefix and 'logger: message' even where the "
+        "journal cannot be detected.",
     )
 
 
@@ -391,3 +422,104 @@ class LiveConfig(_Section):
         description="Live events awaiting the broker's PUBACK at once: at most this many slots "
         "of the send window, so live events never hold back the durable crossings.",
     )
+
+
+def _loopback(host: str) -> bool:
+    """``host`` is a loopback address or ``localhost`` (a host name may resolve anywhere)."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class PageConfig(_Section):
+    """The live lane page and Prometheus metrics, served by the agent (docs/page.md)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Serve the lane page (the vehicle at the booth, last crossings, health, "
+        "reads, camera snapshot), its event stream, /api/status and /metrics.",
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        max_length=253,
+        pattern=_HOST_PATTERN,
+        description="Address the page listens on. Anything but a loopback address exposes it "
+        "beyond this computer and needs cert_file, key_file and credential_file.",
+    )
+    port: int = Field(
+        default=8470, ge=0, le=65535, description="TCP port of the page (0: any free port, tests)."
+    )
+    cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain): the page is served over HTTPS (TLS 1.2+). A "
+        "relative name is looked up in $CREDENTIALS_DIRECTORY (systemd LoadCredential=) if set.",
+    )
+    key_file: Path | None = Field(
+        default=None, description="The unencrypted PEM private key of cert_file."
+    )
+    credential_file: Path | None = Field(
+        default=None,
+        description="File whose first line is the page's secret (16+ characters): every request "
+        "must carry it, as a bearer token or as the password of HTTP Basic authentication.",
+    )
+    recent_crossings: int = Field(
+        default=20, ge=1, le=200, description="Stored crossings the page lists, newest first."
+    )
+    max_clients: int = Field(
+        default=8, ge=1, le=64, description="Pages connected at once; more are turned away (503)."
+    )
+    client_queue: int = Field(
+        default=256,
+        ge=16,
+        le=4096,
+        description="Messages queued for one page; a page slower than the lane loses the oldest "
+        "(counted), the lane never waits for it.",
+    )
+    status_interval_s: float = Field(
+        default=2.0,
+        ge=0.2,
+        le=60.0,
+        description="How often the health panel and the camera snapshot are pushed to the page "
+        "(at once when a fault is raised or cleared).",
+    )
+
+    @model_validator(mode="after")
+    def _exposed_only_with_tls_and_a_credential(self) -> Self:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if self.enabled and not _loopback(self.host):
+            missing = [
+                name
+                for name, value in (
+                    ("cert_file", self.cert_file),
+                    ("key_file", self.key_file),
+                    ("credential_file", self.credential_file),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"host {self.host!r} serves the lane page beyond this computer: it needs "
+                    f"TLS and a credential ({', '.join(missing)} missing), or host = "
+                    '"127.0.0.1"'
+                )
+        return self
+
+    def with_credentials_from(self, base: Path, credentials_directory: str | None) -> PageConfig:
+        """Resolve relative file names: in ``credentials_directory`` if given, else ``base``."""
+        root = Path(credentials_directory) if credentials_directory else base
+        update = {
+            name: root / value
+            for name, value in (
+                ("cert_file", self.cert_file),
+                ("key_file", self.key_file),
+                ("credential_file", self.credential_file),
+            )
+            if value is not None
+        }
+        return self.model_copy(update=update) if update else self

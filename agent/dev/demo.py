@@ -40,6 +40,7 @@ from agent.config import (
     LoggingConfig,
     MqttConfig,
     OutboxConfig,
+    PageConfig,
     VisionConfig,
 )
 from agent.dev.broker import (
@@ -174,6 +175,8 @@ def demo_config(
         logging=LoggingConfig(level="WARNING", format="text"),
         camera=CameraConfig(enabled=camera, source="synthetic", roi=DEMO_ROI),
         vision=VisionConfig(max_fps=8.0, models_dir=models_dir),
+        # Any free port: a lane agent on this machine may hold the default one.
+        page=PageConfig(port=0),
     )
 
 
@@ -283,6 +286,8 @@ def _run(
         flush=True,
     )
     worker.start()
+    if service.ready.wait(10) and service.page is not None and service.page.server is not None:
+        print(f"lane page: {service.page.server.url}", file=out, flush=True)
     try:
         if broker is None:
             crossings = _show_outbox(service, config, expected, deadline, out)

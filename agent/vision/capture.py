@@ -301,6 +301,8 @@ class CameraCapture:
         self._thread: threading.Thread | None = None
         self._latest: Frame | None = None
         self._latest_mono: float | None = None
+        self._latest_whole: Image | None = None
+        """The newest frame before cropping (the crop is a view of it: no copy is kept)."""
         self._recent: deque[float] = deque(maxlen=_FPS_WINDOW)
         self._state = CaptureState.STARTING
         self._frames = 0
@@ -339,6 +341,16 @@ class CameraCapture:
                     return None
                 self._new_frame.wait(left)
         return None
+
+    def whole_frame(self) -> tuple[Image, tuple[int, int, int, int]] | None:
+        """The newest frame uncropped, and the region read in it (x, y, width, height), for a
+        snapshot with the region drawn (None: no frame yet). Not to be written to."""
+        with self._lock:
+            whole, frame = self._latest_whole, self._latest
+        if whole is None or frame is None:
+            return None
+        height, width = frame.image.shape[:2]
+        return whole, (frame.offset[0], frame.offset[1], width, height)
 
     def healthy(self) -> bool:
         """Frames are arriving: streaming, with a frame younger than ``stall_timeout_s``."""
@@ -438,6 +450,7 @@ class CameraCapture:
             self._state = CaptureState.STREAMING
             self._frames += 1
             self._latest = Frame(self._frames, cropped, captured_at, offset)
+            self._latest_whole = image
             self._latest_mono = now
             self._recent.append(now)
             self._new_frame.notify_all()

@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 THREAD_NICENESS = 10
 """Added to the plate thread's nice value: plate reading yields to the RFID and MQTT threads."""
 INFERENCE_FAILURE_LIMIT = 3
+SNAPSHOT_JPEG_QUALITY = 80
+ROI_COLOUR_BGR = (0, 200, 0)
+"""The region of interest on snapshots: green, as ``lane-agent doctor`` draws it."""
 """Consecutive inference errors after which the reader is dropped and reloaded later."""
 
 
@@ -130,6 +133,18 @@ class PlatePipeline:
                 reader_loads_failed=self._load_failures,
                 last_inference_ms=self._last_ms,
             )
+
+    def snapshot_jpeg(self, quality: int = SNAPSHOT_JPEG_QUALITY) -> bytes | None:
+        """The camera's newest whole frame as JPEG, the region read for plates drawn on it
+        (None: no frame yet). For the lane page; any thread, a copy is drawn on."""
+        whole = self.capture.whole_frame()
+        if whole is None:
+            return None
+        image, (x, y, width, height) = whole
+        marked = image.copy()
+        cv2.rectangle(marked, (x, y), (x + width - 1, y + height - 1), ROI_COLOUR_BGR, 3)
+        ok, encoded = cv2.imencode(".jpg", marked, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        return encoded.tobytes() if ok else None
 
     def status_section(self) -> dict[str, Any]:
         """The ``camera`` section of the status topic."""

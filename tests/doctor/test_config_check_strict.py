@@ -215,3 +215,36 @@ def test_run_with_a_directory_as_config_exits_78(tmp_path: Path) -> None:
     assert (
         result.output.splitlines()[0] == f"error: {tmp_path}: (file): cannot read: Is a directory"
     )
+
+
+def test_the_pages_missing_certificate_key_and_credential_are_each_named(tmp_path: Path) -> None:
+    body = BASE + (
+        '[page]\nhost = "0.0.0.0"\ncert_file = "page.pem"\nkey_file = "page.key"\n'
+        'credential_file = "page.secret"\n'
+    )
+    path = write_lane(tmp_path, body)
+    code, lines = check(path)
+    assert code == EX_CONFIG
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert [line.split(": ")[2].split(" = ")[0] for line in errors] == [
+        "page.cert_file",
+        "page.key_file",
+        "page.credential_file",
+    ]
+    assert errors[-1].endswith(
+        f'page.credential_file = "{tmp_path / "page.secret"}": no such file; '
+        "install it there or fix the path"
+    )
+
+
+def test_a_page_credential_readable_by_everyone_is_a_warning(tmp_path: Path) -> None:
+    secret = tmp_path / "page.secret"
+    secret.write_text("a-long-enough-page-secret\n")
+    secret.chmod(0o644)
+    path = write_lane(tmp_path, BASE + '[page]\ncredential_file = "page.secret"\n')
+    code, lines = check(path)
+    assert code == 0, lines
+    assert any(
+        line.startswith("warning: ") and "page.credential_file" in line and "0644" in line
+        for line in lines
+    ), lines

@@ -12,6 +12,7 @@ not run the ``.pth`` files it points at, so the dev venv's editable ``agent`` st
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -228,3 +229,25 @@ def test_demo_from_the_installed_wheel_delivers_crossings_with_plates_read(
     read = [line for line in crossings if re.search(r" plate [A-Z0-9]+ [01]\.\d\d ", line)]
     assert read, result.stdout
     assert "2 crossings received by central operations." in result.stdout
+
+
+def test_doctor_from_the_installed_wheel_checks_the_models_and_names_a_broken_reader(
+    venv: Path, tmp_path: Path
+) -> None:
+    """The installed doctor runs its checks (no traceback): the shipped models pass their test
+    inference, a reader that is not there is a FAIL with its fix, and the exit status says so."""
+    config = tmp_path / "lane.toml"
+    config.write_text(
+        '[lane]\nport_id = "WHEEL"\nlane_id = "L01"\n'
+        f'[reader]\ntype = "lane_controller"\ndevice = "{tmp_path / "no-controller"}"\n'
+        '[cache]\npath = "credentials.db"\n[outbox]\npath = "outbox.db"\n'
+        '[camera]\nenabled = true\nsource = "/dev/video-none"\n[page]\nenabled = false\n'
+        '[mqtt]\nhost = "127.0.0.1"\nport = 9\n'
+    )
+    result = _run_installed(venv, "doctor", "--config", str(config), "--json", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    checks = {check["name"]: check for check in json.loads(result.stdout)["checks"]}
+    assert checks["models"]["state"] == "OK", checks["models"]
+    assert checks["reader"]["state"] == "FAIL", checks["reader"]
+    assert checks["reader"]["fix"], checks["reader"]
