@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import click
 
 from agent import __version__
+from agent.cli_options import CONFIG_PATH, config_option
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
@@ -30,21 +31,7 @@ EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_CONFIG = 78
 
-DEFAULT_CONFIG = Path("/etc/lane-agent/lane.toml")
-
-# No existence, type or permission checks here: click would exit 2 on them, and systemd restarts a
-# unit that exits 2. load_config reports them as config problems (exit 78).
-_CONFIG_PATH = click.Path(path_type=Path, readable=False)
-
-_config_option = click.option(
-    "--config",
-    "config_path",
-    type=_CONFIG_PATH,
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    envvar="LANE_AGENT_CONFIG",
-    help="Lane config file (env LANE_AGENT_CONFIG).",
-)
+_config_option = config_option()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -107,7 +94,7 @@ def config() -> None:
 
 
 @config.command("check")
-@click.argument("file", type=_CONFIG_PATH)
+@click.argument("file", type=CONFIG_PATH)
 def config_check(file: Path) -> None:
     """Validate FILE and the files it names (trust file, TLS files, models folder, cache and
     outbox paths): print every problem (file, line, key, value, what is allowed) or a summary.

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from agent.cli_options import config_option
+
 if TYPE_CHECKING:
     from agent.config import AgentConfig
     from agent.vision.capture import Image
@@ -30,7 +32,6 @@ EX_UNAVAILABLE = 69
 EX_CANTCREAT = 73
 EX_CONFIG = 78
 
-DEFAULT_CONFIG = Path("/etc/lane-agent/lane.toml")
 ROI_COLOUR = (0, 255, 0)
 """BGR green: the region of interest in ``--show-roi`` snapshots."""
 PLATE_COLOUR = (0, 255, 255)
@@ -51,15 +52,7 @@ def plate() -> None:
     is_flag=True,
     help="Read frames from the configured camera.source instead of IMAGE files.",
 )
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    envvar="LANE_AGENT_CONFIG",
-    help="Lane config naming the camera, its ROI and the models (with --camera).",
-)
+@config_option("Lane config naming the camera, its ROI and the models (with --camera).")
 @click.option(
     "--frames",
     type=click.IntRange(1, 10_000),

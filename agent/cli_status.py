@@ -14,22 +14,15 @@ from pathlib import Path
 
 import click
 
+from agent.cli_options import config_option
+
 EX_UNAVAILABLE = 69
 EX_NOPERM = 77
 EX_CONFIG = 78
-DEFAULT_CONFIG = Path("/etc/lane-agent/lane.toml")
 
 
 @click.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    envvar="LANE_AGENT_CONFIG",
-    help="Lane config file (env LANE_AGENT_CONFIG).",
-)
+@config_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the status document as JSON.")
 def status(config_path: Path, as_json: bool) -> None:
     """Show the running agent's status: reader, camera, uplink, outbox, cache, the vehicle at

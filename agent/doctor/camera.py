@@ -17,9 +17,11 @@ def check_camera(config: CameraConfig, timeout_s: float, snapshot: Path | None) 
     age, and write ``snapshot`` (the full frame, the ROI as a green rectangle)."""
     if not config.enabled:
         return skip(NAME, "camera.enabled = false: this lane decides on cards alone")
-    import cv2  # only with a camera: OpenCV is heavy to import
+    # Only with a camera: OpenCV is heavy to import. agent.vision first: it quiets OpenCV's own
+    # log lines, which are read when cv2 loads.
+    from agent.vision.capture import CameraCapture, open_source  # noqa: I001
 
-    from agent.vision.capture import CameraCapture, open_source
+    import cv2
 
     source = open_source(config.source, folder_fps=config.folder_fps)
     capture = CameraCapture(

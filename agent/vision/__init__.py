@@ -13,3 +13,6 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+# OpenCV's own WARN lines (a camera that cannot be opened, retried every few seconds) bypass the
+# agent's logging, priorities and rate limits; the capture thread reports those failures itself.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
