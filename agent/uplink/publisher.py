@@ -55,7 +55,13 @@ from agent.uplink.events import (
 from agent.uplink.live_feed import LiveFeed
 from agent.uplink.live_sending import LiveSending
 from agent.uplink.marker import Marking
-from agent.uplink.stats import FAULT_OUTBOX_ERROR, Counters, UplinkState, UplinkStats
+from agent.uplink.stats import (
+    FAULT_OUTBOX_ERROR,
+    FAULT_PUBLISH_REFUSED,
+    Counters,
+    UplinkState,
+    UplinkStats,
+)
 from agent.uplink.stopping import SETTLE_AT_STOP_S, STOP_JOIN_GRACE_S, Stopping
 from agent.uplink.store import DEFAULT_URGENT_PRIORITY, PendingRow, RowStore
 from agent.uplink.window import SendWindow
@@ -72,6 +78,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_SESSION_EXPIRY_S = 24 * 3600
+_SILENT_REFUSAL_SESSIONS = 3
+"""Sessions in a row closed by the broker with rows in flight and none acknowledged: an alarm."""
 """Keep the broker session for a day: long enough for any outage a lane rides out on its outbox."""
 
 _MARKER_CLOSE_S = 5.0  # after a failure (no stop deadline), for the marker's batch in hand
@@ -154,6 +162,11 @@ class MqttUplink:
         self._storage_errors = storage_errors
         self._poll_interval_s = poll_interval_s
         self._status = status
+        self._unacked_drops = 0
+        """Sessions in a row that ended with rows in flight and none of them acknowledged."""
+        self._delivered_at_connect = 0
+        self._drop_fault = False
+        self._delivered_at_fault = 0
         self._on_state_change = on_state_change
         self._live = live
         rng = rng if rng is not None else random.Random()
@@ -355,6 +368,7 @@ class MqttUplink:
                 self._next_prune_at = now + _PRUNE_INTERVAL_S
                 self._prune()
             self._window.release_holds(now)
+            self._clear_drop_fault()
             # Status first: while rows are being refused, the alarm must still get out.
             self._publish_status(now)
             self._publish_pending(now)
@@ -499,6 +513,8 @@ class MqttUplink:
         # connection right after refusing, and retrying at once would turn one refused row into a
         # reconnect storm.
         self._window.rescan()
+        with self._counters.lock:
+            self._delivered_at_connect = self._counters.delivered
         if self._stopping is None:
             self._set_state(UplinkState.CONNECTED)
             self._control.publish(client, AVAILABILITY_ONLINE)
@@ -519,11 +535,49 @@ class MqttUplink:
             connection.backoff.lost(time.monotonic())
             with self._counters.lock:
                 self._counters.connection_losses += 1
+                delivered = self._counters.delivered
+            self._note_session_end(returned, delivered)
             self._schedule_reconnect(
                 f"connection lost ({reason}); {returned} unacknowledged rows go back to pending"
             )
         else:
             self._schedule_reconnect(f"connection attempt failed ({reason})")
+
+    def _note_session_end(self, in_flight: int, delivered: int) -> None:
+        """Alarm when the broker keeps closing the connection on what is published.
+
+        A broker may refuse a publish by closing the connection instead of a PUBACK reason code
+        (MQTT 3.1.1 has no other way; Mosquitto 2.0 sometimes does it under v5 as well): the
+        lane would reconnect and resend for ever with no alarm.
+        """
+        if not in_flight or delivered > self._delivered_at_connect:
+            self._unacked_drops = 0
+            return
+        self._unacked_drops += 1
+        if self._unacked_drops < _SILENT_REFUSAL_SESSIONS or self._status is None:
+            return
+        self._drop_fault = True
+        self._delivered_at_fault = delivered
+        message = (
+            f"the broker closed the connection {self._unacked_drops} times in a row with rows in "
+            "flight and none acknowledged: it may be refusing them (check its ACL for this "
+            "client); rows kept and retried"
+        )
+        self._status.raise_fault(FAULT_PUBLISH_REFUSED, message)
+        if self._unacked_drops == _SILENT_REFUSAL_SESSIONS:
+            log.warning("%s", message)
+
+    def _clear_drop_fault(self) -> None:
+        """Rows are acknowledged again: the connection-closing refusal is over."""
+        if not self._drop_fault:
+            return
+        with self._counters.lock:
+            delivered = self._counters.delivered
+        if delivered > self._delivered_at_fault:
+            self._drop_fault = False
+            self._unacked_drops = 0
+            if self._status is not None:
+                self._status.clear_fault(FAULT_PUBLISH_REFUSED)
 
     def _schedule_reconnect(self, why: str) -> None:
         self._connection.retry_later(why)

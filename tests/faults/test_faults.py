@@ -189,7 +189,13 @@ def test_a_publish_refused_by_the_acl_is_kept_and_alarmed_and_delivered_once_the
         lane.wait_for_line(lambda line: line == "committed 5", 20, "five crossings")
         statuses.wait_until(status_with_fault("publish_refused"), 20, "the refusal alarm")
         assert crossings.barrier() == []
-        refusals = [r for r in lane.log_records() if "refused outbox row" in str(r["msg"])]
+        # Mosquitto answers a denied publish with PUBACK 0x87, or sometimes by closing the
+        # connection (eclipse-mosquitto#2579): either way the lane alarms and keeps the rows.
+        refusals = [
+            r
+            for r in lane.log_records()
+            if "refused outbox row" in str(r["msg"]) or "may be refusing" in str(r["msg"])
+        ]
         assert refusals
         assert all(r["level"] == "WARNING" for r in refusals)
 

@@ -473,6 +473,10 @@ def test_space_returning_after_the_last_vehicle_releases_the_signal_without_anot
             deadline = time.monotonic() + 15.0  # past an idle checkpoint (10 s) of the agent
             while signal_shown(reader) != "OFF" and time.monotonic() < deadline:
                 time.sleep(0.1)
+            # The status after the fault cleared is published a moment after the signal changed.
+            deadline = time.monotonic() + 5.0
+            while faults_of(statuses.messages[-1]) != before and time.monotonic() < deadline:
+                time.sleep(0.1)
             faults = faults_of(statuses.messages[-1])
             assert agent.stop() == 0, agent.log_tail()
     finally:
