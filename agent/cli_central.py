@@ -91,13 +91,11 @@ def keys_generate(name: str, out_dir: Path) -> None:
     private_path, public_path = out_dir / f"{name}.key", out_dir / f"{name}.pub"
     if private_path.exists() or public_path.exists():
         _fail(f"{private_path} or {public_path} exists; choose another name", EX_DATAERR)
-    try:
-        out_dir.mkdir(mode=0o700, parents=True)
-    except FileExistsError:
-        pass  # an existing folder keeps its owner and mode
-    except OSError as err:
-        _fail(f"{out_dir}: cannot create the folder: {err.strerror or err}", EX_CANTCREAT)
-    else:
+    if not out_dir.is_dir():  # an existing folder keeps its owner and mode
+        try:
+            out_dir.mkdir(mode=0o700, parents=True)
+        except OSError as err:
+            _fail(f"{out_dir}: cannot create the folder: {err.strerror or err}", EX_CANTCREAT)
         os.chmod(out_dir, 0o700)  # whatever the umask: it will hold private keys
     key = Ed25519PrivateKey.generate()
     write_private_key(private_path, key)

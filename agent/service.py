@@ -66,7 +66,6 @@ from agent.lane.events import LaneInput, LoopChanged, PlateSeen, TagRead, Tick, 
 from agent.lane.policy import Decision
 from agent.live_publisher import LiveCrossingPublisher
 from agent.readers import LaneReader, ReaderInput, open_reader
-from agent.readers.health import READER_DOWN_AFTER_S
 from agent.sdnotify import SystemdNotifier
 from agent.state.journal import (
     ClosedCrossing,
@@ -637,10 +636,10 @@ class LaneService:
             link = reader.health.state()
             if link.up:
                 parts.append("reader up")
-            elif link.down_for_s < READER_DOWN_AFTER_S:
-                parts.append(f"reader connecting ({link.reason})")
-            else:
+            elif link.is_fault:
                 parts.append(f"READER DOWN ({link.reason})")
+            else:
+                parts.append(f"reader connecting ({link.reason})")
         faults = sorted(self.delivery.board.active_faults())
         if faults:
             parts.append("faults: " + ", ".join(faults))

@@ -57,6 +57,7 @@ from firmware_bridge.codec import (
     TagRead,
     encode_frame,
 )
+from firmware_bridge.repeats import RepeatedWarning
 
 logger = logging.getLogger(__name__)
 
@@ -409,8 +410,7 @@ class ControllerLink:
         self._reopen_at = 0.0
         self._backoff_s = reconnect_min_s
         self._outage_logged = False
-        self._out_of_window_warned_at: float | None = None
-        self._out_of_window_unreported = 0
+        self._out_of_window_warning = RepeatedWarning(logger)
         self._delivery_failing = False
         self._signal_seq = 0
         self._wanted_signal: SignalState | None = None
@@ -699,24 +699,14 @@ class ControllerLink:
     def _warn_out_of_window(self, seq: int) -> None:
         # A controller that lost many ACKs can send a whole buffer ahead of the window, frame
         # after frame: one line per interval with the count, the per-frame detail at DEBUG.
-        message = "link %s: event seq %d is more than %d ahead of %d; dropped unacknowledged"
-        args = (self.port, seq, self._sequencer.window, self._sequencer.next_seq)
-        now = time.monotonic()
-        last = self._out_of_window_warned_at
-        if last is not None and now - last < REPEAT_WARNING_INTERVAL_S:
-            self._out_of_window_unreported += 1
-            logger.debug(message, *args)
-            return
-        if self._out_of_window_unreported:
-            logger.warning(
-                message + " (%d more since the last report)",
-                *args,
-                self._out_of_window_unreported,
-            )
-        else:
-            logger.warning(message, *args)
-        self._out_of_window_warned_at = now
-        self._out_of_window_unreported = 0
+        self._out_of_window_warning.warn(
+            REPEAT_WARNING_INTERVAL_S,
+            "link %s: event seq %d is more than %d ahead of %d; dropped unacknowledged",
+            self.port,
+            seq,
+            self._sequencer.window,
+            self._sequencer.next_seq,
+        )
 
     def _send_ack(self, seq: int) -> None:
         if self._send(Ack(seq)):

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar, cast
 
+from firmware_bridge.repeats import RepeatedWarning
 from llrp.codec import (
     DEFAULT_MAX_MESSAGE_SIZE,
     LLRP_PORT,
@@ -178,8 +179,7 @@ class LlrpClient:
         self._delivered = 0
         self._keepalives_acked = 0
         self._undecodable = 0
-        self._undecodable_warned_at: float | None = None
-        self._undecodable_unreported = 0
+        self._undecodable_warning = RepeatedWarning(logger)
         self._unsolicited = 0
         self._callback_errors = 0
 
@@ -390,23 +390,12 @@ class LlrpClient:
         self._shutdown(reason)
 
     def _warn_undecodable(self, exc: LlrpDecodeError) -> None:
-        now = time.monotonic()
-        last = self._undecodable_warned_at
-        if last is not None and now - last < REPEAT_WARNING_INTERVAL_S:
-            self._undecodable_unreported += 1
-            logger.debug("llrp client: undecodable message from %s: %s", self.host, exc)
-            return
-        if self._undecodable_unreported:
-            logger.warning(
-                "llrp client: undecodable message from %s: %s (%d more since the last report)",
-                self.host,
-                exc,
-                self._undecodable_unreported,
-            )
-        else:
-            logger.warning("llrp client: undecodable message from %s: %s", self.host, exc)
-        self._undecodable_warned_at = now
-        self._undecodable_unreported = 0
+        self._undecodable_warning.warn(
+            REPEAT_WARNING_INTERVAL_S,
+            "llrp client: undecodable message from %s: %s",
+            self.host,
+            exc,
+        )
 
     def _dispatch(self, raw: RawMessage, received_at: float, received_monotonic: float) -> None:
         with self._lock:

@@ -84,23 +84,16 @@ def check_files(
         if mqtt.updates_cert_file and mqtt.updates_key_file:
             checker.tls(
                 "mqtt",
-                mqtt.ca_file,
+                None,  # checked with the first pair
                 ("updates_cert_file", mqtt.updates_cert_file),
                 ("updates_key_file", mqtt.updates_key_file),
-                check_ca=False,
             )
     if config.vision.models_dir is not None:
         checker.models_dir("vision.models_dir", config.vision.models_dir)
     page = config.page
     if page.enabled:
         if page.cert_file is not None and page.key_file is not None:
-            checker.tls(
-                "page",
-                page.cert_file,
-                ("cert_file", page.cert_file),
-                ("key_file", page.key_file),
-                check_ca=False,
-            )
+            checker.tls("page", None, ("cert_file", page.cert_file), ("key_file", page.key_file))
         if page.credential_file is not None:
             checker.secret("page.credential_file", page.credential_file)
     return sorted(checker.found, key=lambda p: p.warning)
@@ -184,16 +177,15 @@ class _Checker:
     def tls(
         self,
         section: str,
-        ca_file: Path,
+        ca_file: Path | None,
         cert: tuple[str, Path],
         key: tuple[str, Path],
-        *,
-        check_ca: bool = True,
     ) -> None:
-        """The CA, a certificate and its key: readable, PEM, the key matching the certificate."""
+        """The CA (None: not checked here), a certificate and its key: readable, PEM, the key
+        matching the certificate."""
         cert_key, cert_path = cert
         key_key, key_path = key
-        ca_ok = self._readable_file(f"{section}.ca_file", ca_file) if check_ca else True
+        ca_ok = True if ca_file is None else self._readable_file(f"{section}.ca_file", ca_file)
         cert_ok = self._readable_file(f"{section}.{cert_key}", cert_path)
         key_info = self._readable_file(f"{section}.{key_key}", key_path)
         if key_info is not None:
@@ -210,7 +202,7 @@ class _Checker:
         if ca_ok is None or cert_ok is None or key_info is None:
             return
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        if check_ca:
+        if ca_file is not None:
             try:
                 context.load_verify_locations(cafile=str(ca_file))
             except (ssl.SSLError, OSError) as exc:

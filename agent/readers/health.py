@@ -38,6 +38,11 @@ class LinkState:
     down_for_s: float
     """Seconds the link has been down (0 while up)."""
 
+    @property
+    def is_fault(self) -> bool:
+        """Down for :data:`READER_DOWN_AFTER_S` or longer: the ``reader_down`` fault."""
+        return not self.up and self.down_for_s >= READER_DOWN_AFTER_S
+
 
 class LinkHealth:
     """The link state of one reader, written by its family's thread, read from any thread."""
@@ -82,7 +87,7 @@ class LinkHealth:
     def fault(self) -> str | None:
         """The READER_DOWN message while the link has been down long enough, else None."""
         state = self.state()
-        if state.up or state.down_for_s < READER_DOWN_AFTER_S:
+        if not state.is_fault:
             return None
         # No running duration here: the fault's own ``since`` says it, and a message that
         # changed every second would republish the status document every second.

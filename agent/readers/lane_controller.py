@@ -182,7 +182,8 @@ class LaneControllerReader(ReaderTimeMixin):
     # --- the link thread --------------------------------------------------------------------
 
     def _on_message(self, message: LinkMessage) -> None:
-        """Keep the clock current and say what happened to the link (never blocks)."""
+        """Keep the clock current and say what happened to the link (never blocks); tag reads,
+        loop edges and faults come through :meth:`_on_event`."""
         match message:
             case LinkUp(hello=hello):
                 self.health.up()
@@ -222,8 +223,6 @@ class LaneControllerReader(ReaderTimeMixin):
                     message.state.name,
                     message.attempts,
                 )
-            case _:
-                pass  # events come through _on_event
 
     def _on_event(self, event: ControllerEvent, origin: EventOrigin | None) -> None:
         """A TAG_READ, LOOP or FAULT, once: stamp it in lane time and hand it to the sink."""

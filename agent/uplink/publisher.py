@@ -165,8 +165,8 @@ class MqttUplink:
         self._unacked_drops = 0
         """Sessions in a row that ended with rows in flight and none of them acknowledged."""
         self._delivered_at_connect = 0
-        self._drop_fault = False
-        self._delivered_at_fault = 0
+        self._delivered_at_fault: int | None = None
+        """Rows delivered when the broker's closing refusals were alarmed (None: no alarm)."""
         self._on_state_change = on_state_change
         self._live = live
         rng = rng if rng is not None else random.Random()
@@ -556,7 +556,6 @@ class MqttUplink:
         self._unacked_drops += 1
         if self._unacked_drops < _SILENT_REFUSAL_SESSIONS or self._status is None:
             return
-        self._drop_fault = True
         self._delivered_at_fault = delivered
         message = (
             f"the broker closed the connection {self._unacked_drops} times in a row with rows in "
@@ -569,12 +568,12 @@ class MqttUplink:
 
     def _clear_drop_fault(self) -> None:
         """Rows are acknowledged again: the connection-closing refusal is over."""
-        if not self._drop_fault:
+        if self._delivered_at_fault is None:
             return
         with self._counters.lock:
             delivered = self._counters.delivered
         if delivered > self._delivered_at_fault:
-            self._drop_fault = False
+            self._delivered_at_fault = None
             self._unacked_drops = 0
             if self._status is not None:
                 self._status.clear_fault(FAULT_PUBLISH_REFUSED)
