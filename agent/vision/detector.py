@@ -57,6 +57,7 @@ class TextDetector:
         session: onnxruntime.InferenceSession,
         *,
         max_side: int = 1280,
+        max_pixels: int = 1216 * 704,
         pixel_threshold: float = 0.3,
         box_threshold: float = 0.5,
         unclip_ratio: float = 1.6,
@@ -65,6 +66,10 @@ class TextDetector:
         self.session = session
         self._input_name = session.get_inputs()[0].name
         self.max_side = max_side
+        # The detector's working memory grows with its input's area: a 1920x1080 or a 4:3
+        # frame at 1280 px on its long side peaked the plate thread over 300 MB. The cap is
+        # the largest area that keeps the benchmark under 300 MB (docs/models.md).
+        self.max_pixels = max_pixels
         self.pixel_threshold = pixel_threshold
         self.box_threshold = box_threshold
         self.unclip_ratio = unclip_ratio
@@ -76,7 +81,8 @@ class TextDetector:
         """Return the text lines found in ``image_bgr``, in no particular order.
 
         ``max_side`` overrides the scale for this call: the frame is shrunk (never enlarged)
-        so that its longer side is at most that many pixels.
+        so that its longer side is at most that many pixels, and its area at most
+        ``max_pixels``.
         """
         tensor, scale_x, scale_y = self._preprocess(image_bgr, max_side or self.max_side)
         (prob,) = self.session.run(None, {self._input_name: tensor})
@@ -86,7 +92,7 @@ class TextDetector:
         self, image_bgr: npt.NDArray[np.uint8], max_side: int
     ) -> tuple[FloatArray, float, float]:
         height, width = image_bgr.shape[:2]
-        ratio = min(1.0, max_side / max(height, width))
+        ratio = min(1.0, max_side / max(height, width), (self.max_pixels / (height * width)) ** 0.5)
         new_h = max(_STRIDE, round(height * ratio / _STRIDE) * _STRIDE)
         new_w = max(_STRIDE, round(width * ratio / _STRIDE) * _STRIDE)
         resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)

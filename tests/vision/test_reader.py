@@ -285,3 +285,55 @@ def test_lines_that_cannot_outscore_a_sure_plate_are_not_read(
     reader.calls.clear()
     assert counting.read(image)[0].text == "7XKP291"
     assert reader.calls == [1, len(counting.second_looks)]
+
+
+class _ShapeRecordingSession:
+    """Stands in for the detector's onnxruntime session: records the input shape it is given
+    and returns an empty probability map of that size."""
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+
+    def get_inputs(self) -> list[object]:
+        class _Input:
+            name = "x"
+
+        return [_Input()]
+
+    def run(self, _outputs: object, feeds: dict[str, npt.NDArray[np.float32]]) -> list[object]:
+        (tensor,) = feeds.values()
+        self.shapes.append(tuple(tensor.shape))
+        return [np.zeros((1, 1, *tensor.shape[2:]), dtype=np.float32)]
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        ((720, 1280), (704, 1248)),  # 16:9 at 1280 would be over the area cap
+        ((1080, 1920), (704, 1248)),  # shrunk by area, not only by the long side
+        ((960, 1280), (800, 1056)),  # 4:3: the long-side cap alone would keep 1280x960
+        ((480, 640), (480, 640)),  # small frames are never enlarged
+    ],
+)
+def test_full_resolution_pass_is_bounded_by_area_as_well_as_long_side(
+    frame: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    """The detector's working memory follows its input's area, so the full pass shrinks a
+    frame until both its long side and its area fit: a 4:3 or 1080p frame costs no more than a
+    16:9 one at the cap, and every side stays a multiple of 32."""
+    session = _ShapeRecordingSession()
+    detector = TextDetector(session)  # type: ignore[arg-type]
+    detector.detect(np.zeros((*frame, 3), dtype=np.uint8))
+    (shape,) = session.shapes
+    assert shape[2:] == expected
+    assert shape[2] % 32 == 0
+    assert shape[3] % 32 == 0
+    assert shape[2] * shape[3] <= detector.max_pixels * 1.05
+
+
+def test_sessions_plan_no_per_shape_memory_pattern() -> None:
+    """Frames of two detector sizes and lines of many widths would each keep a planned memory
+    pattern; the sessions are built without one (it cost ~75 MB of peak RSS and no speed)."""
+    recognizer = PlateRecognizer.load(threads=1)
+    for session in (recognizer.detector.session, recognizer.reader._session):
+        assert session.get_session_options().enable_mem_pattern is False
