@@ -19,6 +19,14 @@ Run from the repository root::
 
     nice -n 10 .venv/bin/python bench/bench_plate_voting.py                  # 40 vehicles x 6
     nice -n 10 .venv/bin/python bench/bench_plate_voting.py --vehicles 10 --systems agent
+
+Choosing a rule or a candidate reader: do it on a tune seed (4242 so far), never on the
+evaluation seed; ``--frames-dir`` keeps that set's frames for the next comparison, and
+``BENCH_MODELS_DIR`` points the agent system at a candidate's models directory
+(``python -m training.train_reader --bench-dir``)::
+
+    BENCH_MODELS_DIR=build/candidate .venv/bin/python bench/bench_plate_voting.py \
+        --seed 4242 --vehicles 30 --systems agent --frames-dir build/lane-4242
 """
 
 from __future__ import annotations
@@ -72,6 +80,29 @@ def render(directory: Path, seed: int, vehicles: int, frames: int) -> list[dict[
     return truth
 
 
+def rendered_set(
+    directory: Path, seed: int, vehicles: int, frames: int
+) -> tuple[list[dict[str, Any]], Path]:
+    """The lane set's truth and its file under ``directory``, rendered there unless a set of
+    the same seed, vehicles and frames already is."""
+    truth_file = directory / "truth.json"
+    wanted = {"seed": seed, "vehicles": vehicles, "frames": frames}
+    if truth_file.exists():
+        kept = json.loads(truth_file.read_text())
+        if kept.get("set") == wanted:
+            print(f"reusing the frames in {directory}", flush=True)
+            return kept["vehicles"], truth_file
+    (directory / "frames").mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    truth = render(directory / "frames", seed, vehicles, frames)
+    print(
+        f"rendered {len(truth) * frames} frames in {time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
+    truth_file.write_text(json.dumps({"set": wanted, "vehicles": truth}))
+    return truth, truth_file
+
+
 def worker(truth_file: Path, threads: int) -> dict[str, Any]:
     """Read and vote every vehicle in ``truth_file`` with the agent tree on ``sys.path``."""
     sys.path.insert(0, os.environ.get("BENCH_AGENT_ROOT", str(REPO)))
@@ -82,9 +113,10 @@ def worker(truth_file: Path, threads: int) -> dict[str, Any]:
     from agent.vision.reader import PlateRecognizer
 
     cv2.setNumThreads(1)
-    recognizer = PlateRecognizer.load(threads=threads)
+    models_dir = os.environ.get("BENCH_MODELS_DIR")  # a candidate reader (training/README.md)
+    recognizer = PlateRecognizer.load(Path(models_dir) if models_dir else None, threads=threads)
     results = []
-    for vehicle in json.loads(truth_file.read_text()):
+    for vehicle in json.loads(truth_file.read_text())["vehicles"]:
         readings = []
         frame_texts = []
         read_ms = []
@@ -149,6 +181,12 @@ def main() -> int:
     parser.add_argument("--systems", nargs="+", default=["agent", "baseline"])
     parser.add_argument("--baseline-rev", default=BASELINE_REV)
     parser.add_argument("--show-misses", action="store_true")
+    parser.add_argument(
+        "--frames-dir",
+        type=Path,
+        help="keep the rendered frames here and reuse them when the seed, vehicles and frames "
+        "match (comparing candidate readers on one set without rendering it again)",
+    )
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -161,15 +199,9 @@ def main() -> int:
     )
     with tempfile.TemporaryDirectory(prefix="bench-lane-") as scratch:
         root = Path(scratch)
-        (root / "frames").mkdir()
-        started = time.perf_counter()
-        truth = render(root / "frames", args.seed, args.vehicles, args.frames)
-        print(
-            f"rendered {len(truth) * args.frames} frames in {time.perf_counter() - started:.0f} s",
-            flush=True,
+        truth, truth_file = rendered_set(
+            args.frames_dir or root, args.seed, args.vehicles, args.frames
         )
-        truth_file = root / "truth.json"
-        truth_file.write_text(json.dumps(truth))
         outcomes = {}
         for system in args.systems:
             env = dict(os.environ)

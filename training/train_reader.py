@@ -181,6 +181,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--distill", type=float, default=1.0, help="weight of the KL term")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--frozen-nodes",
+        type=int,
+        default=FROZEN_NODES,
+        help="the weights of the graph's first N nodes stay as they are",
+    )
     parser.add_argument("--base", type=Path, default=None, help="PP-OCRv6_rec_small.onnx")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument(
@@ -210,7 +216,7 @@ def main() -> None:
     teacher.eval()
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
-    frozen = {name for node in base.graph.node[:FROZEN_NODES] for name in node.input}
+    frozen = {name for node in base.graph.node[: args.frozen_nodes] for name in node.input}
     for name, key in module.param_names.items():
         if name in frozen:
             getattr(module, key).requires_grad_(False)

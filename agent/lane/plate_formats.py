@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from dataclasses import dataclass
 
 PLATE_CHARACTERS = string.ascii_uppercase + string.digits
@@ -191,6 +192,26 @@ JURISDICTIONS: tuple[JurisdictionFormats, ...] = (
 """Every jurisdiction whose formats the lane knows, grouped by family."""
 
 FAMILIES: tuple[str, ...] = ("US", "MX", "CA", "EU")
+
+COUNTRY_LEGENDS: tuple[str, ...] = ("USA", "United States", "México", "Canada")
+"""Country names printed on plates of the families above (``USA`` at the foot of many US
+plates, ``MÉXICO`` across the top of every Mexican one). With the jurisdictions' own names
+they are the legends a text detector finds beside the serial (see ``plate_legends``)."""
+
+
+def plate_legends() -> frozenset[str]:
+    """Plate texts that are a printed legend, never a serial: every jurisdiction's name and
+    the country names, as plate text (upper case, accents and spaces dropped), whole and as
+    their words of four letters or more (``NEW MEXICO`` is read as one line or two)."""
+    legends: set[str] = set()
+    # "US" (issuing state not identified) is a group of formats, not a name on a plate.
+    names = (entry.name for entry in JURISDICTIONS if "-" in entry.code)
+    for name in (*names, *COUNTRY_LEGENDS):
+        plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().upper()
+        words = ["".join(ch for ch in word if ch.isalnum()) for word in plain.split()]
+        legends.add("".join(words))
+        legends.update(word for word in words if len(word) >= 4)
+    return frozenset(legends)
 
 
 def template_text(template: str) -> str:

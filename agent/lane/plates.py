@@ -17,7 +17,9 @@ character by character, each character weighted by the reader's confidence in it
    and the federal plates, Canadian provinces, the European plates seen most) are evidence,
    not rules: a candidate that fits no known format keeps half of its score, so vanity plates
    still read, but a look-alike character (O/0, I/1, B/8, S/5, Z/2), where readers are least
-   reliable, goes the way the format says: ``TOE003`` read as ``T0E003`` votes ``TOE003``.
+   reliable, goes the way the format says: ``TOE003`` read as ``T0E003`` votes ``TOE003``;
+5. a jurisdiction's or country's name read instead of the plate (``ARIZONA``, ``USA``: printed
+   on the plate, never its serial) does not vote at all.
 
 Voting never looks at the registered vehicles: a misread is never "corrected" into a match.
 Matching then compares the voted text with the plates registered to the holders of the
@@ -38,7 +40,7 @@ from dataclasses import dataclass
 
 from agent.lane.credentials import RegisteredVehicle
 from agent.lane.events import PlateSeen, VisionFault
-from agent.lane.plate_formats import compiled_formats
+from agent.lane.plate_formats import compiled_formats, plate_legends
 
 LOOKALIKE_PAIRS: tuple[tuple[str, str], ...] = (
     ("O", "0"),
@@ -75,11 +77,20 @@ Plate fonts draw these pairs nearly alike and readers lean one way (the shipped 
 almost every O as 0), so a confident reader is weak evidence between them. At 3/4 per swap, a
 plate made to fit a standard format by one or two swaps beats the off-format reading (which
 keeps half its score); where both or neither fit, the reader's choice stands."""
+ZERO_SWAP_SHARE = 0.9
+"""Score kept per O/0 swap, higher than other look-alikes': the reader writes O as 0 on every
+plate but the European two-letters/three-digits/two-letters series (``agent.vision.reader``),
+so a 0 it read says "O or 0" and the format decides, while a 2 it read is a 2 it saw. Where
+one O/0 swap and one other swap each make a reading fit, the O/0 swap wins."""
 _MAX_LOOKALIKE_SWAPS = 2
 _SWAPPED_CANDIDATES = 8
 """Only the strongest candidates get look-alike variants (bounds a vote to about a millisecond)."""
 _LOOKALIKE_FLOOR = 0.02
 """Vote share given to an unvoted look-alike partner, so frames torn between them can tie."""
+
+
+_FOLDED_LEGENDS: frozenset[str] = frozenset()
+"""Filled below, once ``fold_lookalikes`` exists: the plate legends with look-alikes folded."""
 
 
 def normalise_plate(text: str) -> str:
@@ -90,6 +101,16 @@ def normalise_plate(text: str) -> str:
 def fold_lookalikes(text: str) -> str:
     """Map each look-alike letter to its digit, so look-alike readings compare equal."""
     return normalise_plate(text).translate(_FOLD)
+
+
+_FOLDED_LEGENDS = frozenset(fold_lookalikes(legend) for legend in plate_legends())
+
+
+def is_plate_legend(text: str) -> bool:
+    """``text`` is a jurisdiction's or a country's name as printed on plates (``ARIZONA``,
+    ``QUEBEC``, ``USA``), look-alikes folded so ``ARIZ0NA`` counts: lettering beside the
+    serial, never the serial. A vanity plate spelling exactly a state's name is the price."""
+    return fold_lookalikes(text) in _FOLDED_LEGENDS
 
 
 def plate_formats(text: str) -> tuple[str, ...]:
@@ -147,10 +168,14 @@ def vote(readings: Sequence[PlateSeen], *, top_n: int = 5) -> PlateVote | None:
     """
     if top_n < 1:
         raise ValueError(f"top_n must be at least 1, got {top_n}")
+    # A legend read instead of the plate (the state's name, ``USA``) says nothing about the
+    # serial: it does not vote, and a crossing with nothing else reads as no plate.
     usable = [
-        (reading, normalise_plate(reading.text))
+        (reading, text)
         for reading in readings
-        if 0 < len(normalise_plate(reading.text)) <= MAX_PLATE_LENGTH and reading.confidence > 0.0
+        if 0 < len(text := normalise_plate(reading.text)) <= MAX_PLATE_LENGTH
+        and reading.confidence > 0.0
+        and not is_plate_legend(text)
     ]
     if not usable:
         return None
@@ -178,8 +203,8 @@ def vote(readings: Sequence[PlateSeen], *, top_n: int = 5) -> PlateVote | None:
     for text, score in strongest:
         if fits_known_format(text):
             continue
-        for variant, swaps in _lookalike_variants(text):
-            corrected = score * LOOKALIKE_SHARE**swaps
+        for variant, share in _lookalike_variants(text):
+            corrected = score * share
             if corrected > scored.get(variant, 0.0) and fits_known_format(variant):
                 scored[variant] = corrected
     ranked = sorted(
@@ -260,16 +285,19 @@ def _options(position: _Position, readings: int) -> list[tuple[str, float]]:
     return list(options.items())
 
 
-def _lookalike_variants(text: str) -> list[tuple[str, int]]:
-    """``text`` with one or two of its look-alike characters swapped, and the swap count."""
+def _lookalike_variants(text: str) -> list[tuple[str, float]]:
+    """``text`` with one or two of its look-alike characters swapped, and the share of the
+    score each variant keeps (``ZERO_SWAP_SHARE`` per O/0 swap, ``LOOKALIKE_SHARE`` per other)."""
     positions = [index for index, ch in enumerate(text) if ch in _PARTNER]
-    variants: list[tuple[str, int]] = []
+    variants: list[tuple[str, float]] = []
     for count in range(1, _MAX_LOOKALIKE_SWAPS + 1):
         for chosen in itertools.combinations(positions, count):
             chars = list(text)
+            share = 1.0
             for index in chosen:
+                share *= ZERO_SWAP_SHARE if chars[index] in "O0" else LOOKALIKE_SHARE
                 chars[index] = _PARTNER[chars[index]]
-            variants.append(("".join(chars), count))
+            variants.append(("".join(chars), share))
     return variants
 
 

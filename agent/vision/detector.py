@@ -57,7 +57,7 @@ class TextDetector:
         session: onnxruntime.InferenceSession,
         *,
         max_side: int = 1280,
-        max_pixels: int = 1216 * 704,
+        max_pixels: int = 1280 * 736,
         pixel_threshold: float = 0.3,
         box_threshold: float = 0.5,
         unclip_ratio: float = 1.6,
@@ -66,9 +66,9 @@ class TextDetector:
         self.session = session
         self._input_name = session.get_inputs()[0].name
         self.max_side = max_side
-        # The detector's working memory grows with its input's area: a 1920x1080 or a 4:3
-        # frame at 1280 px on its long side peaked the plate thread over 300 MB. The cap is
-        # the largest area that keeps the benchmark under 300 MB (docs/models.md).
+        # The detector's working memory grows with its input's area: the cap is a 720p
+        # frame's, so a 4:3 frame at 1280 px on its long side costs no more than 720p does
+        # (docs/models.md, Memory).
         self.max_pixels = max_pixels
         self.pixel_threshold = pixel_threshold
         self.box_threshold = box_threshold

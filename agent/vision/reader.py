@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from agent.lane.plates import fits_known_format
+from agent.lane.plates import fits_known_format, is_plate_legend
 from agent.vision.detector import TextBox, TextDetector, order_reading
 from agent.vision.models import DEFAULT_MODELS_DIR, ModelError, load_manifest, open_model
 from agent.vision.types import PlateRead
@@ -404,9 +404,12 @@ def plate_likeness(text: str, *, has_digit: bool | None = None) -> float:
     """A prior, 0..1, that ``text`` is a plate rather than other lettering on a vehicle.
 
     Plates carry 5 to 7 characters and nearly always mix letters with digits; dealer names,
-    model badges and slogans are all letters. ``has_digit`` says whether the text as read
-    (before O became 0) had a digit; by default ``text`` is judged.
+    model badges and slogans are all letters, and a state's or country's name printed on the
+    plate (``ARIZONA``, ``USA``) is never its serial. ``has_digit`` says whether the text as
+    read (before O became 0) had a digit; by default ``text`` is judged.
     """
+    if is_plate_legend(text):
+        return 0.01
     length = len(text)
     if 5 <= length <= 7:
         prior = 1.0

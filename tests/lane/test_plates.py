@@ -29,6 +29,7 @@ from agent.lane.plate_formats import (
     JURISDICTIONS,
     JurisdictionFormats,
     compiled_formats,
+    plate_legends,
     template_pattern,
     template_text,
 )
@@ -38,6 +39,7 @@ from agent.lane.plates import (
     assess_plate,
     fits_known_format,
     fold_lookalikes,
+    is_plate_legend,
     match_plate,
     normalise_plate,
     plate_formats,
@@ -222,6 +224,19 @@ def test_a_lookalike_swap_never_overrides_a_reading_that_fits_a_format() -> None
     assert result.text == "1ABC234"
 
 
+def test_an_o_for_0_swap_beats_another_lookalike_swap_when_each_makes_a_format_fit() -> None:
+    """The reader writes every O as 0 outside the European series, so a 0 it read is weak
+    evidence; a 2 it read is a 2 it saw. ``JL0402`` fits no format; ``JLO402`` (Canadian
+    LLL DDD, one O/0 swap) and ``JL040Z`` (one 2/Z swap) both do: the O/0 swap wins."""
+    assert not fits_known_format("JL0402")
+    assert fits_known_format("JLO402")
+    assert fits_known_format("JL040Z")
+    result = vote([seen("JL0402", 0.95)] * 5)
+    assert result is not None
+    assert result.text == "JLO402"
+    assert "JL040Z" in [candidate.text for candidate in result.candidates]
+
+
 def test_format_is_evidence_not_a_rule_so_vanity_plates_still_read() -> None:
     result = vote([seen("LUVMYCAR", 0.95)] * 3)
     assert result is not None
@@ -347,6 +362,28 @@ def test_a_reading_outside_every_format_is_reported_as_read_never_forced_into_on
     assert result is not None
     assert result.text == "K7X9Q"
     assert result.formats == ()
+
+
+@pytest.mark.parametrize("legend", ["USA", "ARIZ0NA", "QUEBEC", "NEWMEXICO", "MEXICO", "NUEVO"])
+def test_a_state_or_country_name_read_beside_the_plate_does_not_vote(legend: str) -> None:
+    """The legend printed on a plate is lettering, not the serial: a short vanity plate read
+    in one frame wins over its state's name read in more frames, and a crossing that read
+    only legends has no plate rather than a plate called ``ARIZONA``."""
+    assert is_plate_legend(legend)
+    result = vote([seen("WN", 0.9), seen(legend, 0.95), seen(legend, 0.95)])
+    assert result is not None
+    assert result.text == "WN"
+    assert vote([seen(legend, 0.95)] * 3) is None
+
+
+def test_legends_are_jurisdiction_and_country_names_only() -> None:
+    """Serials, vanity words and badges are not legends; the legends come from the format
+    table's names (accents and spaces dropped) and the countries, whole and by word."""
+    legends = plate_legends()
+    assert {"CALIFORNIA", "TEXAS", "BAJACALIFORNIA", "NUEVOLEON", "QUEBEC", "USA"} <= legends
+    assert {"NEW", "DE", "HYBRID", "ISSUING"}.isdisjoint(legends)
+    for text in ("7ABC123", "WN", "HYBRID", "CIVIC", "TEXAS1"):
+        assert not is_plate_legend(text)
 
 
 def test_lookalike_folding_maps_letters_to_their_digits_only() -> None:

@@ -190,6 +190,13 @@ def test_plate_likeness_ranks_serials_above_words_and_timestamps() -> None:
     assert plate_likeness("7FR971") > plate_likeness("20140430")
 
 
+def test_a_state_name_on_the_plate_ranks_below_any_serial() -> None:
+    """``ARIZONA`` (read as ``ARIZ0NA`` too) is printed on the plate, never its serial: it
+    ranks below even a short all-letter reading."""
+    assert plate_likeness("ARIZ0NA") < plate_likeness("WN") / 5
+    assert plate_likeness("QUEBEC") < plate_likeness("CHARTER") / 5
+
+
 def test_overlong_reading_yields_to_its_middle_when_that_fits_a_format() -> None:
     """An 8-character reading that fits no format ranks below its 7-character middle that
     does (the line caught a sticker or frame edge); the original stays a candidate."""
@@ -309,9 +316,9 @@ class _ShapeRecordingSession:
 @pytest.mark.parametrize(
     ("frame", "expected"),
     [
-        ((720, 1280), (704, 1248)),  # 16:9 at 1280 would be over the area cap
-        ((1080, 1920), (704, 1248)),  # shrunk by area, not only by the long side
-        ((960, 1280), (800, 1056)),  # 4:3: the long-side cap alone would keep 1280x960
+        ((720, 1280), (704, 1280)),  # a 720p frame is read at its own resolution
+        ((1080, 1920), (704, 1280)),  # 1080p costs what 720p does
+        ((960, 1280), (832, 1120)),  # 4:3: the long-side cap alone would keep 1280x960
         ((480, 640), (480, 640)),  # small frames are never enlarged
     ],
 )
@@ -320,7 +327,7 @@ def test_full_resolution_pass_is_bounded_by_area_as_well_as_long_side(
 ) -> None:
     """The detector's working memory follows its input's area, so the full pass shrinks a
     frame until both its long side and its area fit: a 4:3 or 1080p frame costs no more than a
-    16:9 one at the cap, and every side stays a multiple of 32."""
+    720p one, and every side stays a multiple of 32."""
     session = _ShapeRecordingSession()
     detector = TextDetector(session)  # type: ignore[arg-type]
     detector.detect(np.zeros((*frame, 3), dtype=np.uint8))
