@@ -43,8 +43,8 @@ from agent.state.outbox import (
     OutboxError,
     OutboxFullError,
     OutboxRow,
-    open_outbox,
 )
+from agent.state.recovery import open_outbox
 from agent.status import StatusBoard
 from agent.uplink.live_feed import LiveFeed
 from agent.uplink.publisher import MqttUplink, TlsFiles, UplinkState

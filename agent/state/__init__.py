@@ -16,8 +16,8 @@ from agent.state.outbox import (
     OutboxRowNotFoundError,
     OutboxSchemaError,
     OutboxStats,
-    open_outbox,
 )
+from agent.state.recovery import QuarantinedOutbox, open_outbox
 
 __all__ = [
     "PRIORITY_CROSSING",
@@ -32,5 +32,6 @@ __all__ = [
     "OutboxRowNotFoundError",
     "OutboxSchemaError",
     "OutboxStats",
+    "QuarantinedOutbox",
     "open_outbox",
 ]

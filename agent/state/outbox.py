@@ -17,8 +17,8 @@ crossings. When a row cannot be stored (cap reached with nothing left to evict, 
 error), :meth:`Outbox.append` raises :class:`OutboxFullError` and stores nothing: the caller must
 keep the record and try again (see ``agent.state.holding``).
 
-A damaged file is never deleted: :func:`open_outbox` moves it aside (``<name>.corrupt-<time>``),
-starts a fresh outbox that continues the sequence numbers it could salvage, and reports what it did.
+A damaged file is never deleted: :func:`agent.state.recovery.open_outbox` moves it aside and
+starts a fresh outbox; :class:`Outbox` itself only refuses it (:class:`OutboxCorruptError`).
 
 Durability: the database runs in WAL mode with ``synchronous=FULL`` by default, because with
 ``NORMAL`` a power loss can roll back transactions that had already committed, and a crossing that
@@ -30,7 +30,7 @@ Threads: one connection guarded by a lock. Both threads write, and SQLite serial
 so a lock costs nothing in throughput and removes ``SQLITE_BUSY`` handling between our own threads;
 the busy timeout only covers other processes (an operator's sqlite3 shell).
 
-Schema versions live in ``PRAGMA user_version``; older files are migrated in place.
+The file's tables and their migrations are in :mod:`agent.state.schema`.
 
 Exceptions::
 
@@ -53,17 +53,16 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from agent.state.schema import SCHEMA_VERSION, migrate
 from agent.wire.topics import validate_topic_name
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 5
 DEFAULT_RETAIN_SENT_S = 24 * 3600.0
 DEFAULT_MAX_BYTES = 1 << 30
 
@@ -79,81 +78,6 @@ _EVICT_BATCH = 64  # rows deleted per eviction step
 _JOURNAL_SIZE_LIMIT = 4 << 20  # the WAL is truncated to this after a checkpoint
 _SQLITE_FULL = 13
 _EVICTION_LOG_INTERVAL_S = 60.0
-
-# AUTOINCREMENT on outbox.id: row ids appear in logs and in central's reconciliation, so a pruned id
-# is never handed out again.
-_SCHEMA = (
-    """
-    CREATE TABLE stream_seq (
-        stream   TEXT PRIMARY KEY,
-        last_seq INTEGER NOT NULL
-    ) WITHOUT ROWID
-    """,
-    """
-    CREATE TABLE outbox (
-        id         INTEGER PRIMARY KEY AUTOINCREMENT,
-        stream     TEXT    NOT NULL,
-        seq        INTEGER NOT NULL,
-        topic      TEXT    NOT NULL,
-        payload    BLOB    NOT NULL,
-        qos        INTEGER NOT NULL,
-        retain     INTEGER NOT NULL,
-        priority   INTEGER NOT NULL,
-        created_at REAL    NOT NULL,
-        sent_at    REAL,
-        UNIQUE (stream, seq)
-    )
-    """,
-    "CREATE INDEX outbox_unsent ON outbox (priority, id) WHERE sent_at IS NULL",
-    "CREATE INDEX outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL",
-)
-# Version 2: the acknowledgement watermark central ingest confirmed, per stream.
-_SCHEMA_V2 = (
-    """
-    CREATE TABLE stream_ack (
-        stream      TEXT PRIMARY KEY,
-        acked_seq   INTEGER NOT NULL,
-        received_at REAL    NOT NULL
-    ) WITHOUT ROWID
-    """,
-    "CREATE INDEX outbox_evictable ON outbox (priority, id) WHERE priority > 0",
-)
-# Version 3: the lane engine's input journal (agent/state/journal.py), here so that a crossing and
-# the clearing of the inputs it consumed commit in one transaction. AUTOINCREMENT: journal ids
-# only grow, also after every row was cleared.
-_SCHEMA_V3 = (
-    """
-    CREATE TABLE IF NOT EXISTS input_journal (
-        id   INTEGER PRIMARY KEY AUTOINCREMENT,
-        at   REAL    NOT NULL,
-        kind TEXT    NOT NULL,
-        body TEXT    NOT NULL
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS journal_state (
-        key          INTEGER PRIMARY KEY CHECK (key = 0),
-        through_id   INTEGER NOT NULL,
-        committed    INTEGER NOT NULL,
-        engine_state TEXT,
-        boot_id      INTEGER,
-        seq          INTEGER
-    )
-    """,
-)
-
-# Version 4: the controller clock's mapping of the boot the journal's last input came from
-# (agent/lane/clock.py), so that a restarted agent maps that boot's timestamps as before.
-_SCHEMA_V4 = ("ALTER TABLE journal_state ADD COLUMN clock TEXT",)
-
-# Version 5: reader families (agent/readers): the journal keeps the reader's opaque resume token
-# of the last input instead of the lane controller's boot and seq, which become the token of the
-# lane controller family (agent/readers/lane_controller.py). The old columns stay, unused.
-_SCHEMA_V5 = (
-    "ALTER TABLE journal_state ADD COLUMN resume TEXT",
-    "UPDATE journal_state SET resume = json_object('boot_id', boot_id, 'seq', seq)"
-    " WHERE boot_id IS NOT NULL AND seq IS NOT NULL",
-)
 
 _SELECT_PENDING = (
     "SELECT id, stream, seq, topic, payload, qos, retain, priority, created_at, sent_at"
@@ -402,28 +326,7 @@ class Outbox:
             (version,) = connection.execute("PRAGMA user_version").fetchone()
             if version > SCHEMA_VERSION:
                 raise OutboxSchemaError(self.path, version, SCHEMA_VERSION)
-            # Statement by statement: executescript() would commit the transaction half-way.
-            if version == 0:  # a new file
-                for statement in _SCHEMA:
-                    connection.execute(statement)
-            if version < 2:
-                for statement in _SCHEMA_V2:
-                    connection.execute(statement)
-            if version < 3:
-                for statement in _SCHEMA_V3:
-                    connection.execute(statement)
-            if version < 4:
-                columns = {row[1] for row in connection.execute("PRAGMA table_info(journal_state)")}
-                if "clock" not in columns:  # a version 3 file created the table without it
-                    for statement in _SCHEMA_V4:
-                        connection.execute(statement)
-            if version < 5:
-                columns = {row[1] for row in connection.execute("PRAGMA table_info(journal_state)")}
-                if "resume" not in columns:
-                    for statement in _SCHEMA_V5:
-                        connection.execute(statement)
-            if version < SCHEMA_VERSION:
-                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            migrate(connection, version)
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
@@ -897,96 +800,6 @@ def _storage_failure(error: sqlite3.OperationalError) -> str | None:
 def _is_corruption(error: sqlite3.DatabaseError) -> bool:
     name = getattr(error, "sqlite_errorname", "") or ""
     return name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in str(error)
-
-
-@dataclass(frozen=True, slots=True)
-class QuarantinedOutbox:
-    """A damaged outbox file moved aside by :func:`open_outbox`."""
-
-    original: Path
-    moved_to: Path
-    detail: str
-    """What SQLite said about the damage."""
-    salvaged_last_seq: dict[str, int]
-    """Last sequence numbers read from the damaged file (empty when nothing could be read)."""
-
-
-def open_outbox(
-    path: Path,
-    *,
-    synchronous: Literal["FULL", "NORMAL"] = "FULL",
-    retain_sent_s: float = DEFAULT_RETAIN_SENT_S,
-    max_bytes: int | None = None,
-    clock: Callable[[], float] = time.time,
-) -> tuple[Outbox, QuarantinedOutbox | None]:
-    """Open the outbox; a damaged file is moved aside (never deleted) and a fresh one started.
-
-    The fresh outbox continues every stream's sequence numbers from what could be salvaged from the
-    damaged file. The caller raises the alarm (log, status fault) from the returned description;
-    the damaged file stays for an operator to recover rows from.
-    """
-    path = Path(path)
-
-    def open_file() -> Outbox:
-        return Outbox(
-            path,
-            synchronous=synchronous,
-            retain_sent_s=retain_sent_s,
-            max_bytes=max_bytes,
-            clock=clock,
-        )
-
-    try:
-        return open_file(), None
-    except OutboxCorruptError as error:
-        damage = error
-    stamp = datetime.fromtimestamp(clock(), UTC).strftime("%Y%m%dT%H%M%SZ")
-    moved_to = path.with_name(f"{path.name}.corrupt-{stamp}")
-    suffix = 1
-    while moved_to.exists():
-        suffix += 1
-        moved_to = path.with_name(f"{path.name}.corrupt-{stamp}-{suffix}")
-    for extension in ("", "-wal", "-shm"):
-        source = Path(f"{path}{extension}")
-        if source.exists():
-            source.rename(Path(f"{moved_to}{extension}"))
-    salvaged = _salvage_last_seq(moved_to)
-    log.error(
-        "outbox %s is damaged (%s): moved to %s, starting a fresh outbox; %s",
-        path,
-        damage.detail,
-        moved_to,
-        f"sequence numbers continue after {salvaged}"
-        if salvaged
-        else "no sequence numbers salvaged",
-    )
-    outbox = open_file()
-    if salvaged:
-        outbox.continue_sequences(salvaged)
-    return outbox, QuarantinedOutbox(path, moved_to, damage.detail, salvaged)
-
-
-def _salvage_last_seq(path: Path) -> dict[str, int]:
-    """Best effort: the highest sequence number per stream still readable in a damaged file."""
-    found: dict[str, int] = {}
-    try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return found
-    try:
-        for query in (
-            "SELECT stream, last_seq FROM stream_seq",
-            "SELECT stream, MAX(seq) FROM outbox GROUP BY stream",
-        ):
-            try:
-                for stream, seq in connection.execute(query).fetchall():
-                    if isinstance(stream, str) and isinstance(seq, int):
-                        found[stream] = max(found.get(stream, 0), seq)
-            except sqlite3.Error:
-                continue
-    finally:
-        connection.close()
-    return found
 
 
 def _ids_json(row_ids: Collection[int]) -> str:

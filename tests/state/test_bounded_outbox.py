@@ -15,8 +15,8 @@ from agent.state.outbox import (
     OutboxCorruptError,
     OutboxFullError,
     OutboxRow,
-    open_outbox,
 )
+from agent.state.recovery import open_outbox
 from agent.wire.topics import Topics
 
 TOPICS = Topics("lane-agent/v1", "port-7", "lane-3")

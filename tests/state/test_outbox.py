@@ -16,12 +16,12 @@ import pytest
 from agent.state.outbox import (
     PRIORITY_CROSSING,
     PRIORITY_IMAGE,
-    SCHEMA_VERSION,
     Outbox,
     OutboxClosedError,
     OutboxRowNotFoundError,
     OutboxSchemaError,
 )
+from agent.state.schema import SCHEMA_VERSION
 from agent.wire.topics import InvalidTopicPartError, Topics
 
 TOPIC = Topics("lane-agent/v1", "port-7", "lane-3").crossing
