@@ -318,7 +318,10 @@ class PlateRecognizer:
         reading = apply_plate_conventions(raw)
         if not 2 <= len(reading.text) <= 10:
             return None
-        options = rank_options(reading)
+        # A state's or country's name printed on the plate is lettering, never the plate.
+        options = [option for option in rank_options(reading) if not is_plate_legend(option.text)]
+        if not options:
+            return None
         best = options[0]
         likeness = plate_likeness(best.text, has_digit=any(c.isdigit() for c in raw.text))
         score = best.rank * likeness * math.sqrt(line.height / tallest)
@@ -404,12 +407,9 @@ def plate_likeness(text: str, *, has_digit: bool | None = None) -> float:
     """A prior, 0..1, that ``text`` is a plate rather than other lettering on a vehicle.
 
     Plates carry 5 to 7 characters and nearly always mix letters with digits; dealer names,
-    model badges and slogans are all letters, and a state's or country's name printed on the
-    plate (``ARIZONA``, ``USA``) is never its serial. ``has_digit`` says whether the text as
-    read (before O became 0) had a digit; by default ``text`` is judged.
+    model badges and slogans are all letters. ``has_digit`` says whether the text as read
+    (before O became 0) had a digit; by default ``text`` is judged.
     """
-    if is_plate_legend(text):
-        return 0.01
     length = len(text)
     if 5 <= length <= 7:
         prior = 1.0
