@@ -42,7 +42,8 @@ class JurisdictionFormats:
     """ISO 3166-2 style code: ``US-CA``, ``MX-BCN``, ``CA-ON``; European countries ``EU-DE``."""
     name: str
     family: str
-    """``US``, ``MX``, ``CA`` or ``EU``: the benchmarks and training group plates by it."""
+    """``US``, ``MX``, ``CA``, ``EU`` or ``SA``: the benchmarks and training group plates by it
+    (the synthetic plates are drawn for the first four)."""
     templates: tuple[str, ...]
     source: str
     letters: str = string.ascii_uppercase
@@ -188,12 +189,24 @@ JURISDICTIONS: tuple[JurisdictionFormats, ...] = (
     JurisdictionFormats(
         "EU-GB", "United Kingdom", "EU", ("LLDD LLL",), _WIKI.format("the United Kingdom")
     ),
+    # South America: formats only (the synthetic plates draw the four families above). Mercosur
+    # plates of Argentina (LL DDD LL) already fit the European series above.
+    JurisdictionFormats(
+        "SA-BR",
+        "Brazil",
+        "SA",
+        ("LLL DLDD", "LLL-DDDD"),
+        "CONTRAN (Conselho Nacional de Trânsito) resolution of March 2018: Mercosur plates "
+        "LLL1L11 (for example BRA2E19) on new cars from September 2018, the earlier grey "
+        "plates LLL-1111 until replaced; Wikipedia, 'Vehicle registration plates of Brazil', "
+        "read 2026-12",
+    ),
 )
 """Every jurisdiction whose formats the lane knows, grouped by family."""
 
-FAMILIES: tuple[str, ...] = ("US", "MX", "CA", "EU")
+FAMILIES: tuple[str, ...] = ("US", "MX", "CA", "EU", "SA")
 
-COUNTRY_LEGENDS: tuple[str, ...] = ("USA", "United States", "México", "Canada")
+COUNTRY_LEGENDS: tuple[str, ...] = ("USA", "United States", "México", "Canada", "Brasil")
 """Country names printed on plates of the families above (``USA`` at the foot of many US
 plates, ``MÉXICO`` across the top of every Mexican one). With the jurisdictions' own names
 they are the legends a text detector finds beside the serial (see ``plate_legends``)."""

@@ -314,6 +314,7 @@ def test_vote_always_returns_a_well_formed_result_or_none(
         ("12AB3C", "MX-FED"),
         ("RK605AB", "EU-SK"),
         ("BMW1234", "EU-DE"),
+        ("BRA2E19", "SA-BR"),
     ],
 )
 def test_standard_plate_formats_are_recognised(text: str, expected: str) -> None:
