@@ -1,8 +1,8 @@
 """Synthetic lane-camera set per format family, voted per vehicle: the agent against today's.
 
 Renders, from an evaluation seed the reader was never trained on, ``--vehicles`` vehicles per
-format family (US, MX, CA, EU), each as ``--frames`` whole 1280 x 720 frames of the vehicle
-creeping up to the booth (``training/lane_scenes.py``: plates of every jurisdiction in
+format family (US, MX, CA, EU, and SA: Brazil, whose plates training never draws), each as
+``--frames`` whole 1280 x 720 frames of the vehicle creeping up to the booth (``training/lane_scenes.py``: plates of every jurisdiction in
 ``agent.lane.plate_formats`` drawn as in training, bumper stickers, dealer badges, the car
 ahead's plate, motion blur, defocus, infra-red at night, glare, dirt, plate frames, noise,
 JPEG). The frames are written once, losslessly, and every system reads the same files in its
@@ -50,10 +50,12 @@ EVAL_SEED = 2027
 """Never a training seed: ``training.train_reader`` uses ``"<seed>:<step>"`` strings and
 its validation seed; lane sets are drawn from ``"lane-set:<seed>:..."`` strings."""
 BASELINE_REV = "9463f7a"
-FAMILIES = ("US", "MX", "CA", "EU")
+FAMILIES = ("US", "MX", "CA", "EU", "SA")
 
 
-def render(directory: Path, seed: int, vehicles: int, frames: int) -> list[dict[str, Any]]:
+def render(
+    directory: Path, seed: int, vehicles: int, frames: int, families: tuple[str, ...] = FAMILIES
+) -> list[dict[str, Any]]:
     """Write every frame as PNG under ``directory``; return the vehicles' truth."""
     sys.path.insert(0, str(REPO))
     import cv2
@@ -61,7 +63,7 @@ def render(directory: Path, seed: int, vehicles: int, frames: int) -> list[dict[
     from training.lane_scenes import lane_vehicle
 
     truth = []
-    for family in FAMILIES:
+    for family in families:
         for index in range(vehicles):
             vehicle = lane_vehicle(seed, family, index, frames=frames)
             paths = []
@@ -81,12 +83,12 @@ def render(directory: Path, seed: int, vehicles: int, frames: int) -> list[dict[
 
 
 def rendered_set(
-    directory: Path, seed: int, vehicles: int, frames: int
+    directory: Path, seed: int, vehicles: int, frames: int, families: tuple[str, ...]
 ) -> tuple[list[dict[str, Any]], Path]:
     """The lane set's truth and its file under ``directory``, rendered there unless a set of
-    the same seed, vehicles and frames already is."""
+    the same seed, vehicles, frames and families already is."""
     truth_file = directory / "truth.json"
-    wanted = {"seed": seed, "vehicles": vehicles, "frames": frames}
+    wanted = {"seed": seed, "vehicles": vehicles, "frames": frames, "families": list(families)}
     if truth_file.exists():
         kept = json.loads(truth_file.read_text())
         if kept.get("set") == wanted:
@@ -94,7 +96,7 @@ def rendered_set(
             return kept["vehicles"], truth_file
     (directory / "frames").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    truth = render(directory / "frames", seed, vehicles, frames)
+    truth = render(directory / "frames", seed, vehicles, frames, families)
     print(
         f"rendered {len(truth) * frames} frames in {time.perf_counter() - started:.0f} s",
         flush=True,
@@ -176,6 +178,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vehicles", type=int, default=40, help="per family")
     parser.add_argument("--frames", type=int, default=6)
+    parser.add_argument(
+        "--families",
+        nargs="+",
+        choices=FAMILIES,
+        default=list(FAMILIES),
+        help="format families to render (a vehicle's frames do not depend on the others)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=EVAL_SEED)
     parser.add_argument("--systems", nargs="+", default=["agent", "baseline"])
@@ -200,7 +209,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-lane-") as scratch:
         root = Path(scratch)
         truth, truth_file = rendered_set(
-            args.frames_dir or root, args.seed, args.vehicles, args.frames
+            args.frames_dir or root, args.seed, args.vehicles, args.frames, tuple(args.families)
         )
         outcomes = {}
         for system in args.systems:
@@ -227,7 +236,7 @@ def main() -> int:
     print(
         f"{'family':<6} {'system':<9} {'n':>4} {'frame top1':>10} {'voted top1':>10} {'voted top5':>10} {'read ms':>8} {'vote us':>8}  misses by jurisdiction"
     )
-    for family in FAMILIES:
+    for family in args.families:
         for system, results in outcomes.items():
             pairs = [(t, r) for t, r in zip(truth, results, strict=True) if t["family"] == family]
             n = len(pairs)

@@ -172,6 +172,18 @@ FAMILY_STYLES: dict[str, PlateStyle] = {
         fonts=_EU_FONTS,
         eu_band="EU",
     ),
+    # Brazil: the Mercosur plate (white, BRASIL in the top band) and the older grey plate
+    # with its state and city above the serial; 400 x 130 mm. Drawn for the evaluation lane
+    # set only (training/plate_render.FAMILY_WEIGHTS does not draw this family).
+    "SA": PlateStyle(
+        backgrounds=(WHITE, (190, 190, 190)),
+        inks=(BLACK, (30, 30, 30)),
+        header=("BRASIL", "SP - SÃO PAULO", "RJ - RIO DE JANEIRO", "PR - CURITIBA"),
+        header_inks=(EU_BLUE, BLACK),
+        aspect=3.1,
+        serial_height=0.6,
+        fonts=_EU_FONTS,
+    ),
 }
 
 MX_HEADERS: dict[str, str] = {

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.lane.plate_formats import JURISDICTIONS, compiled_formats
+from agent.lane.plate_formats import FAMILIES, JURISDICTIONS, compiled_formats
+from agent.lane.plates import plate_formats
 from training import plate_render
 from training.lane_scenes import lane_vehicle
 from training.plate_render import FontError, check_fonts, line_sample, sample_plate
@@ -98,6 +99,18 @@ def test_a_lane_vehicle_is_the_same_frames_for_the_same_seed_and_index() -> None
     assert len(vehicle.frames) == 2
     assert vehicle.frames[0].shape == (720, 1280, 3)
     assert all(np.array_equal(a, b) for a, b in zip(vehicle.frames, again.frames, strict=True))
+
+
+def test_every_family_of_the_format_table_has_lane_vehicles_but_training_skips_brazil() -> None:
+    """The evaluation lane set draws every family, Brazil's (SA) too, in a format of its
+    table entry; the training mix leaves SA out, so it stays a family never trained on."""
+    for family in FAMILIES:
+        vehicle = lane_vehicle(7, family, 0, frames=1)
+        assert vehicle.spec.family == family
+        assert vehicle.frames[0].shape == (720, 1280, 3)
+    brazil = lane_vehicle(7, "SA", 1, frames=1).spec
+    assert "SA-BR" in plate_formats(brazil.text)
+    assert "SA" not in plate_render.FAMILY_WEIGHTS
 
 
 def test_the_dev_split_covers_every_labelled_photo_once_in_two_even_halves() -> None:
