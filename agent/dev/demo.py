@@ -188,8 +188,8 @@ def registered_plates(scenario: Scenario) -> dict[str, list[tuple[str, str]]]:
         if index % 4 == 3 or vehicle.plate is None:
             continue
         for card in vehicle.cards:
-            # The cache keeps 2-3 letter codes: a scenario's "MX-BCN" is registered as "MX".
-            entry = (vehicle.plate, (vehicle.jurisdiction or "CA").split("-")[0])
+            # The cache keeps ISO 3166-2 codes as they are: "MX-BCN" stays "MX-BCN".
+            entry = (vehicle.plate, vehicle.jurisdiction or "CA")
             if entry not in plates.setdefault(card.epc, []):
                 plates[card.epc].append(entry)
     return plates

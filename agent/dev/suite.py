@@ -49,7 +49,7 @@ def credential_records(
                 continue
             registered = {
                 "plate": vehicle.plate,
-                "jurisdiction": (vehicle.jurisdiction or "CA").split("-")[0],
+                "jurisdiction": vehicle.jurisdiction or "CA",
             }
             for card in vehicle.cards:
                 if registered not in plates[card.epc]:
