@@ -89,10 +89,6 @@ _LOOKALIKE_FLOOR = 0.02
 """Vote share given to an unvoted look-alike partner, so frames torn between them can tie."""
 
 
-_FOLDED_LEGENDS: frozenset[str] = frozenset()
-"""Filled below, once ``fold_lookalikes`` exists: the plate legends with look-alikes folded."""
-
-
 def normalise_plate(text: str) -> str:
     """Plate text as readers and registrations are compared: upper case, A-Z and 0-9 only."""
     return "".join(ch for ch in text.upper() if ch.isascii() and ch.isalnum())
@@ -103,7 +99,8 @@ def fold_lookalikes(text: str) -> str:
     return normalise_plate(text).translate(_FOLD)
 
 
-_FOLDED_LEGENDS = frozenset(fold_lookalikes(legend) for legend in plate_legends())
+_FOLDED_LEGENDS: frozenset[str] = frozenset(fold_lookalikes(legend) for legend in plate_legends())
+"""The plate legends (:func:`agent.lane.plate_formats.plate_legends`), look-alikes folded."""
 
 
 def is_plate_legend(text: str) -> bool:
