@@ -16,12 +16,10 @@ when the agent dies loses its loop edge and early reads, and this test fails.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,11 +34,11 @@ from firmware_bridge.codec import Loop, TagRead
 from firmware_bridge.scenario import CardPass, Scenario, StrayRead, Vehicle
 from firmware_bridge.simulator import ControllerSimulator
 from llrp.emulator import LlrpReaderEmulator
+from tests.support.agent_run import said_ready, spawn_agent, write_lane_config
 from tests.support.broker import Message, MosquittoBroker, Subscriber
 
 pytestmark = pytest.mark.broker
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 KILLS = 22
 VEHICLES = 40
 SPEED = 10.0
@@ -90,40 +88,8 @@ def vehicle_at_booth(simulator: ControllerSimulator) -> bool:
 
 
 def write_config(workdir: Path, device: str, broker_port: int) -> Path:
-    path = workdir / "lane.toml"
-    path.write_text(
-        f"""
-[lane]
-port_id = "{TOPICS.port_id}"
-lane_id = "{TOPICS.lane_id}"
-
-[lane.correlation]
-idle_timeout_s = 2.0
-straggler_window_s = 0.5
-
-[reader]
-type = "lane_controller"
-device = "{device}"
-ping_interval_s = 0.2
-silence_timeout_s = 1.0
-
-[cache]
-path = "credentials.db"
-
-[outbox]
-path = "outbox.db"
-
-[mqtt]
-port = {broker_port}
-reconnect_min_s = 0.1
-reconnect_max_s = 1.0
-
-[logging]
-level = "INFO"
-format = "json"
-"""
-    )
-    return path
+    reader = f'type = "lane_controller"\ndevice = "{device}"\nping_interval_s = 0.2\n'
+    return write_lane_config(workdir, TOPICS, reader + "silence_timeout_s = 1.0\n", broker_port)
 
 
 class Agents:
@@ -141,24 +107,11 @@ class Agents:
     def start(self) -> subprocess.Popen[bytes]:
         self.runs += 1
         log = (self.workdir / f"agent-{self.runs:02d}.log").open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config)],
-            cwd=REPO_ROOT,
-            env={**os.environ, "NOTIFY_SOCKET": str(self.notify_path)},
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
+        self.process = spawn_agent(self.config, self.notify_path, output=log)
         log.close()
-        deadline = time.monotonic() + 30.0
-        self.notify.settimeout(0.2)
-        while True:
-            try:
-                if self.notify.recv(4096).startswith(b"READY=1"):
-                    return self.process
-            except TimeoutError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"agent run {self.runs} never said READY:\n{self.log_tail()}")
+        if not said_ready(self.notify, self.process):
+            pytest.fail(f"agent run {self.runs} never said READY:\n{self.log_tail()}")
+        return self.process
 
     def kill(self) -> None:
         assert self.process is not None

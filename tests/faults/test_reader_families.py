@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import resource
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,11 +35,11 @@ from firmware_bridge.scenario import CardPass, Scenario, Vehicle
 from firmware_bridge.scenario_plan import SimEvent, scenario_truth
 from firmware_bridge.simulator import ControllerSimulator
 from llrp.emulator import LlrpReaderEmulator
+from tests.support.agent_run import said_ready, spawn_agent, write_lane_config
 from tests.support.broker import Message, MosquittoBroker, Subscriber, wait_until
 
 pytestmark = pytest.mark.broker
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = ("lane_controller", "llrp")
 SPEED = 4.0
 """Scenario seconds per real second: a vehicle (3 s at the booth, 3 s gap) every 1.5 s."""
@@ -172,37 +170,13 @@ def reader(request: pytest.FixtureRequest) -> Iterator[Reader]:
 
 
 def write_config(workdir: Path, reader: Reader, broker_port: int) -> Path:
-    path = workdir / "lane.toml"
-    path.write_text(
-        f"""
-[lane]
-port_id = "{TOPICS.port_id}"
-lane_id = "{TOPICS.lane_id}"
-
-[lane.correlation]
-idle_timeout_s = 2.0
-straggler_window_s = 0.5
-
-[reader]
-{reader.reader_section()}
-[cache]
-path = "credentials.db"
-
-[outbox]
-path = "outbox.db"
-
-[mqtt]
-port = {broker_port}
-reconnect_min_s = 0.1
-reconnect_max_s = 1.0
-status_interval_s = 1.0
-
-[logging]
-level = "INFO"
-format = "json"
-"""
+    return write_lane_config(
+        workdir,
+        TOPICS,
+        reader.reader_section(),
+        broker_port,
+        mqtt_extra="status_interval_s = 1.0\n",
     )
-    return path
 
 
 class AgentProcess:
@@ -217,26 +191,12 @@ class AgentProcess:
         notify_path = workdir / "notify.sock"
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(notify_path))
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
-            cwd=REPO_ROOT,
-            env={**os.environ, "NOTIFY_SOCKET": str(notify_path)},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        self.process = spawn_agent(config, notify_path, output=subprocess.PIPE)
         self._copier = threading.Thread(target=self._copy_log, daemon=True)
         self._copier.start()
-        deadline = time.monotonic() + 30.0
-        self._notify.settimeout(0.2)
-        while True:
-            try:
-                if self._notify.recv(4096).startswith(b"READY=1"):
-                    return
-            except TimeoutError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.close()
-                    pytest.fail(f"the agent never said READY:\n{self.log_tail()}")
+        if not said_ready(self._notify, self.process):
+            self.close()
+            pytest.fail(f"the agent never said READY:\n{self.log_tail()}")
 
     def _copy_log(self) -> None:
         assert self.process.stdout is not None
