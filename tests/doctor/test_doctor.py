@@ -21,6 +21,7 @@ from agent.dev.synthetic_camera import render_scene
 from agent.doctor import run_doctor
 from agent.doctor.host import check_unit_security, parse_exposure
 from agent.doctor.report import State
+from agent.doctor.runner import DoctorResult
 from firmware_bridge.scenario import load_scenario
 from firmware_bridge.simulator import ControllerSimulator
 from llrp.emulator import LlrpReaderEmulator
@@ -277,42 +278,11 @@ def test_the_exposure_is_read_from_systemd_analyze_output() -> None:
     assert rating in ("OK", "SAFE", "MEDIUM", "EXPOSED", "UNSAFE")
 
 
-def test_a_tls_lane_reports_the_handshake_and_the_days_left_on_its_certificates(
-    tmp_path: Path,
-) -> None:
-    """The shipped broker config (mutual TLS, the certificate is the identity): the test CA's
-    certificates last two days, so the doctor warns that they expire within 30."""
-    pki = TestPki(tmp_path / "pki")
-    lane = pki.issue("SYS/L1", "lane")
-    broker = MosquittoBroker(
-        tmp_path / "broker",
-        render_config=lambda port, work: render_reference_config(pki, port, work),
-    )
-    broker.start()
-    try:
-        config = write_lane(
-            tmp_path,
-            '[cache]\npath = "credentials.db"\n[outbox]\npath = "outbox.db"\n'
-            f'[mqtt]\nhost = "localhost"\nport = {broker.port}\ntls = true\n'
-            f'ca_file = "{pki.ca_cert}"\ncert_file = "{lane.cert}"\nkey_file = "{lane.key}"\n',
-        )
-        result = run_doctor(config, timeout_s=2.0)
-    finally:
-        broker.stop()
-    by_name = {c.name: c for c in result.checks}
-    tls = by_name["broker tls"]
-    assert tls.state is State.WARN, tls
-    assert tls.detail.startswith(f"localhost:{broker.port}: TLSv1.")
-    assert "broker certificate expires in 2 days, this lane's (lane.pem) in 2 days" in tls.detail
-    assert tls.fix.startswith("renew the certificate that expires within 30 days")
-    mqtt = by_name["broker mqtt"]
-    assert mqtt.state is State.OK, mqtt
-    assert mqtt.detail == f"localhost:{broker.port}: CONNACK Success as lane-SYS-L1 (MQTT v5)"
-
-
-def test_a_broker_that_does_not_know_the_lanes_ca_fails_the_tls_step(tmp_path: Path) -> None:
-    broker_pki = TestPki(tmp_path / "broker-pki")
-    lane_pki = TestPki(tmp_path / "lane-pki")
+def _doctor_against_tls_broker(
+    tmp_path: Path, broker_pki: TestPki, lane_pki: TestPki
+) -> tuple[DoctorResult, int]:
+    """The doctor on a mutual-TLS lane (certificate from ``lane_pki``) against the shipped
+    broker config with ``broker_pki``; its result and the broker's port."""
     lane = lane_pki.issue("SYS/L1", "lane")
     broker = MosquittoBroker(
         tmp_path / "broker",
@@ -326,9 +296,33 @@ def test_a_broker_that_does_not_know_the_lanes_ca_fails_the_tls_step(tmp_path: P
             f'[mqtt]\nhost = "localhost"\nport = {broker.port}\ntls = true\n'
             f'ca_file = "{lane_pki.ca_cert}"\ncert_file = "{lane.cert}"\nkey_file = "{lane.key}"\n',
         )
-        result = run_doctor(config, timeout_s=2.0)
+        return run_doctor(config, timeout_s=2.0), broker.port
     finally:
         broker.stop()
+
+
+def test_a_tls_lane_reports_the_handshake_and_the_days_left_on_its_certificates(
+    tmp_path: Path,
+) -> None:
+    """The shipped broker config (mutual TLS, the certificate is the identity): the test CA's
+    certificates last two days, so the doctor warns that they expire within 30."""
+    pki = TestPki(tmp_path / "pki")
+    result, port = _doctor_against_tls_broker(tmp_path, pki, pki)
+    by_name = {c.name: c for c in result.checks}
+    tls = by_name["broker tls"]
+    assert tls.state is State.WARN, tls
+    assert tls.detail.startswith(f"localhost:{port}: TLSv1.")
+    assert "broker certificate expires in 2 days, this lane's (lane.pem) in 2 days" in tls.detail
+    assert tls.fix.startswith("renew the certificate that expires within 30 days")
+    mqtt = by_name["broker mqtt"]
+    assert mqtt.state is State.OK, mqtt
+    assert mqtt.detail == f"localhost:{port}: CONNACK Success as lane-SYS-L1 (MQTT v5)"
+
+
+def test_a_broker_that_does_not_know_the_lanes_ca_fails_the_tls_step(tmp_path: Path) -> None:
+    broker_pki = TestPki(tmp_path / "broker-pki")
+    lane_pki = TestPki(tmp_path / "lane-pki")
+    result, _ = _doctor_against_tls_broker(tmp_path, broker_pki, lane_pki)
     by_name = {c.name: c for c in result.checks}
     assert by_name["broker tls"].state is State.FAIL
     assert "the broker's certificate is not accepted" in by_name["broker tls"].detail

@@ -78,25 +78,24 @@ def reader_config(port: int, **overrides: Any) -> LlrpReaderConfig:
     return LlrpReaderConfig(**options)
 
 
-@pytest.fixture
-def emulator() -> Iterator[LlrpReaderEmulator]:
-    reader = LlrpReaderEmulator(identity=ReaderIdentity(timestamps=TimestampClock.BOTH))
+def _running_emulator(timestamps: TimestampClock) -> Iterator[LlrpReaderEmulator]:
+    reader = LlrpReaderEmulator(identity=ReaderIdentity(timestamps=timestamps))
     reader.start()
     try:
         yield reader
     finally:
         reader.stop()
+
+
+@pytest.fixture
+def emulator() -> Iterator[LlrpReaderEmulator]:
+    yield from _running_emulator(TimestampClock.BOTH)
 
 
 @pytest.fixture
 def uptime_emulator() -> Iterator[LlrpReaderEmulator]:
     """A reader without a UTC clock: it stamps everything with its uptime."""
-    reader = LlrpReaderEmulator(identity=ReaderIdentity(timestamps=TimestampClock.UPTIME))
-    reader.start()
-    try:
-        yield reader
-    finally:
-        reader.stop()
+    yield from _running_emulator(TimestampClock.UPTIME)
 
 
 @pytest.fixture
